@@ -1,0 +1,87 @@
+"""The one model-file contract: a torch file holding a plain dict, loaded with weights_only=True.
+
+    {"format": "handvae.model", "version": 1, "model_config": {...VAEConfig...},
+     "model_state": {...state_dict...}, "metadata": {...str/number/list/dict only...}}
+
+The model rebuilds from the file alone; nothing in it is unpickled as code.
+"""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from handvae.model import VAE, VAEConfig
+
+FORMAT = "handvae.model"
+VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, unreadable, or not a handvae model of usable sizes."""
+
+
+def save_model(path: str | os.PathLike, model: VAE, metadata: dict[str, Any] | None = None) -> None:
+    """Write atomically: a reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_config": _unwrap(model).config.to_dict(),
+        "model_state": state,
+        "metadata": metadata or {},
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> VAE:
+    """The model in a file written by `save_model`, in eval mode."""
+    model, _ = load_model_and_metadata(path, map_location)
+    return model
+
+
+def load_model_and_metadata(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[VAE, dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise ModelFileError(f"{path}: not a readable handvae model file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a handvae model file (expected a dict with format={FORMAT!r})")
+    if payload.get("version") != VERSION:
+        raise ModelFileError(f"{path}: model file version {payload.get('version')!r}, this handvae reads version {VERSION}")
+    try:
+        config = VAEConfig(**payload["model_config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: invalid model_config: {exc}") from exc
+    model = VAE(config)
+    _check_state(path, payload.get("model_state"), model.state_dict())
+    model.load_state_dict(payload["model_state"])
+    model.eval()
+    return model, dict(payload.get("metadata") or {})
+
+
+def _check_state(path: Path, state: Any, expected: dict[str, torch.Tensor]) -> None:
+    if not isinstance(state, dict):
+        raise ModelFileError(f"{path}: model_state is missing or not a dict of tensors")
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ModelFileError(f"{path}: model_state does not match the model: missing {missing}, unexpected {unexpected}")
+    for name, tensor in expected.items():
+        got = state[name]
+        if not isinstance(got, torch.Tensor) or got.shape != tensor.shape:
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            raise ModelFileError(f"{path}: {name} has shape {shape}, the config needs {tuple(tensor.shape)}")
+
+
+def _unwrap(model: torch.nn.Module) -> VAE:
+    """The VAE inside a DDP (or similar) wrapper."""
+    return getattr(model, "module", model)

@@ -1,0 +1,117 @@
+"""The `handvae` command. Thin: parse flags, build configs, call the library, report errors plainly.
+
+    handvae data                                  # summarise the bundled sample
+    handvae data --letters-csv "A_Z Handwritten Data.csv" --mnist-dir data/mnist
+    handvae prepare --letters-csv ... --mnist-dir ... --out data/prepared
+"""
+
+import functools
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from handvae.checkpoint import ModelFileError
+from handvae.data.errors import DataError
+from handvae.labels import CHARSET
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Supervised-VAE handwriting: data, training, generation on Ray.")
+
+LettersCsv = Annotated[Optional[str], typer.Option("--letters-csv", help="Kaggle A-Z CSV: a path or URI (s3://, gs://, ...).")]
+MnistDir = Annotated[Optional[str], typer.Option("--mnist-dir", help="MNIST root in torchvision's layout (ROOT/MNIST/raw/*-ubyte[.gz]).")]
+Download = Annotated[bool, typer.Option("--download", help="Fetch MNIST into --mnist-dir with torchvision (needs a network).")]
+Prepared = Annotated[Optional[str], typer.Option("--prepared", help="A folder written by `handvae prepare` (instead of raw sources).")]
+SplitSeed = Annotated[int, typer.Option("--split-seed", help="Seed of the letters' 80/20 train/test split.")]
+
+USER_ERRORS = (DataError, ModelFileError)
+
+
+def user_error(exc: BaseException) -> BaseException | None:
+    """The DataError/ModelFileError behind an exception, also when Ray wrapped it in a task error."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        cause = getattr(exc, "cause", None)  # RayTaskError keeps the worker's exception here
+        if isinstance(exc, USER_ERRORS) and not isinstance(cause, BaseException):
+            return exc
+        exc = cause if isinstance(cause, BaseException) else (exc.__cause__ or exc.__context__)
+    return None
+
+
+def reports_user_errors(command):
+    """Bad input ends the command with its message on stderr and exit status 2, no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except Exception as exc:
+            found = user_error(exc)
+            if found is None:
+                raise
+            typer.echo(f"error: {getattr(found, 'message', found)}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _sources(letters_csv, mnist_dir, download, prepared, split_seed):
+    from handvae.data.datasets import DataSources
+
+    return DataSources(letters_csv=letters_csv, mnist_dir=mnist_dir, download=download, prepared_dir=prepared, split_seed=split_seed)
+
+
+@app.command()
+@reports_user_errors
+def data(
+    letters_csv: LettersCsv = None,
+    mnist_dir: MnistDir = None,
+    download: Download = False,
+    prepared: Prepared = None,
+    split_seed: SplitSeed = 0,
+):
+    """Read and validate every row, then print rows per source, split and class."""
+    from handvae.data.datasets import read_split, summarize
+    from handvae.runtime import init_ray
+
+    sources = _sources(letters_csv, mnist_dir, download, prepared, split_seed)
+    init_ray()
+    summary = summarize(read_split(sources, None))
+    if sources.is_sample:
+        typer.echo("bundled sample (no --letters-csv/--mnist-dir/--prepared given)")
+    typer.echo(f"{'rows':>8}  {'split':<5}  source")
+    for (source, split), rows in sorted(summary.rows_by_source.items()):
+        typer.echo(f"{rows:>8}  {split:<5}  {source}")
+    typer.echo(f"{summary.total:>8}  total\n")
+    typer.echo("class  " + "  ".join(f"{split:>6}" for split in summary.class_counts))
+    for label, char in enumerate(CHARSET):
+        typer.echo(f"{char:>5}  " + "  ".join(f"{counts[label]:>6}" for counts in summary.class_counts.values()))
+
+
+@app.command()
+@reports_user_errors
+def prepare(
+    out: Annotated[str, typer.Option("--out", help="Folder to write; complete with a _SUCCESS marker, or absent.")],
+    letters_csv: LettersCsv = None,
+    mnist_dir: MnistDir = None,
+    download: Download = False,
+    split_seed: SplitSeed = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing folder.")] = False,
+):
+    """Convert the raw sources once to parquet shards (one folder per split) that later runs read faster."""
+    from handvae.data.datasets import prepare as prepare_parquet
+    from handvae.runtime import init_ray
+
+    if not (letters_csv or mnist_dir):
+        raise DataError("prepare needs --letters-csv and/or --mnist-dir")
+    init_ray()
+    manifest = prepare_parquet(_sources(letters_csv, mnist_dir, download, None, split_seed), out, overwrite=overwrite)
+    typer.echo(f"wrote {manifest['rows']} rows to {out}")
+
+
+def main() -> None:  # pragma: no cover - for `python -m handvae.cli`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Ray Data datasets over the readers: the one place data meets Ray.
+
+Every dataset has the columns of `handvae.data.records` (image, label, source, row, split).
+"""
+
+import json
+import os
+import shutil
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass
+from importlib import resources
+
+import numpy as np
+import pyarrow as pa
+import ray
+import ray.data
+from ray.data.block import BlockAccessor, BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+from ray.data.exceptions import UserCodeException
+
+from handvae.data import kaggle_csv, mnist_idx
+from handvae.data.errors import DataError
+from handvae.data.records import COLUMNS, SPLITS, Batch, select
+from handvae.labels import NUM_CLASSES
+
+SUCCESS_MARKER = "_SUCCESS"
+MANIFEST = "manifest.json"
+_MNIST_BLOCK_ROWS = 8192
+
+
+@dataclass(frozen=True)
+class DataSources:
+    """Where the images come from. With no source given, the bundled real sample."""
+
+    letters_csv: str | None = None
+    """Kaggle A-Z CSV, a local path or any URI pyarrow reads (s3://, gs://, ...)."""
+    mnist_dir: str | None = None
+    """MNIST root in torchvision's layout: the IDX files under ROOT/MNIST/raw/, gzipped or not."""
+    download: bool = False
+    """Fetch MNIST into mnist_dir with torchvision first (needs a network)."""
+    prepared_dir: str | None = None
+    """A folder written by `handvae prepare`; excludes the other sources."""
+    split_seed: int = 0
+    """Seed of the letters' train/test split (MNIST keeps its own split)."""
+    test_fraction: float = 0.2
+    """Share of letters in the test split."""
+    csv_chunk_bytes: int | None = None
+    """Bytes of CSV per read task; by default about 16 tasks for a small file, 16 MB for a large one."""
+
+    def __post_init__(self):
+        if self.prepared_dir and (self.letters_csv or self.mnist_dir):
+            raise DataError("give either a prepared folder or raw sources (--letters-csv/--mnist-dir), not both")
+        if self.download and not self.mnist_dir:
+            raise DataError("--download needs --mnist-dir: the folder to download MNIST into")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise DataError(f"test_fraction must be between 0 and 1, got {self.test_fraction}")
+        if self.csv_chunk_bytes is not None and self.csv_chunk_bytes < 1:
+            raise DataError(f"csv_chunk_bytes must be positive, got {self.csv_chunk_bytes}")
+
+    @property
+    def is_sample(self) -> bool:
+        return not (self.letters_csv or self.mnist_dir or self.prepared_dir)
+
+    def describe(self) -> dict:
+        """What a run records about its data."""
+        return {**asdict(self), "bundled_sample": self.is_sample}
+
+
+def sample_dir() -> str:
+    """The bundled sample: a prepared folder of real MNIST and Kaggle A-Z images inside the package."""
+    return str(resources.files("handvae.data") / "sample")
+
+
+def read_split(sources: DataSources, split: str | None) -> ray.data.Dataset:
+    """The images of one split ("train" or "test"), or of both with split=None."""
+    if split is not None and split not in SPLITS:
+        raise DataError(f"split must be one of {SPLITS}, got {split!r}")
+    splits = SPLITS if split is None else (split,)
+    if sources.prepared_dir or sources.is_sample:
+        return _read_prepared(sources.prepared_dir or sample_dir(), splits)
+    parts = []
+    if sources.letters_csv:
+        parts.append(read_letters_csv(sources.letters_csv, splits, sources))
+    if sources.mnist_dir:
+        if sources.download:
+            mnist_idx.download_mnist(sources.mnist_dir)
+        parts.extend(_from_batch(mnist_idx.read_mnist_split(sources.mnist_dir, s)) for s in splits)
+    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+
+
+def read_letters_csv(path: str, splits: tuple[str, ...], sources: DataSources) -> ray.data.Dataset:
+    plan = kaggle_csv.plan_csv(path, sources.csv_chunk_bytes)
+    datasource = LettersCsvDatasource(plan, splits, sources.split_seed, sources.test_fraction)
+    return ray.data.read_datasource(datasource)
+
+
+class BadInputError(DataError, UserCodeException):
+    """A DataError raised inside a read task: Ray reports it as the user's error, not as a Ray bug."""
+
+
+class LettersCsvDatasource(Datasource):
+    """One read task per planned byte range of the CSV."""
+
+    def __init__(self, plan: kaggle_csv.CsvPlan, splits: tuple[str, ...], split_seed: int, test_fraction: float):
+        super().__init__()
+        self._plan, self._splits, self._seed, self._test_fraction = plan, splits, split_seed, test_fraction
+
+    def estimate_inmemory_data_size(self) -> int:
+        return self._plan.num_data_rows * (kaggle_csv.NUM_FIELDS + 64)
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None) -> list[ReadTask]:
+        plan, splits, seed, fraction = self._plan, self._splits, self._seed, self._test_fraction
+
+        def read(chunk: kaggle_csv.CsvChunk):
+            try:
+                batch = kaggle_csv.read_chunk(plan, chunk, seed, fraction)
+            except DataError as exc:
+                raise BadInputError(*exc.args) from None
+            yield BlockAccessor.batch_to_block(_keep_splits(batch, splits))
+
+        tasks = []
+        for chunk in plan.chunks:
+            approx_rows = (chunk.end - chunk.start) // 1800  # a Kaggle line is ~1.5-2.5 KB
+            metadata = BlockMetadata(
+                num_rows=None, size_bytes=approx_rows * (kaggle_csv.NUM_FIELDS + 64), exec_stats=None, input_files=(plan.path,)
+            )
+            tasks.append(ReadTask(lambda chunk=chunk: read(chunk), metadata, per_task_row_limit=per_task_row_limit))
+        return tasks
+
+
+def _keep_splits(batch: Batch, splits: tuple[str, ...]) -> Batch:
+    return batch if len(splits) == len(SPLITS) else select(batch, np.isin(batch["split"], splits))
+
+
+def _from_batch(batch: Batch) -> ray.data.Dataset:
+    table = BlockAccessor.batch_to_block(batch)
+    blocks = [table.slice(i, _MNIST_BLOCK_ROWS) for i in range(0, table.num_rows, _MNIST_BLOCK_ROWS)]
+    return ray.data.from_arrow(blocks)
+
+
+def _read_prepared(directory: str, splits: tuple[str, ...]) -> ray.data.Dataset:
+    if not os.path.isfile(os.path.join(directory, SUCCESS_MARKER)) and "://" not in directory:
+        raise DataError(f"{directory}: not a complete prepared folder (no {SUCCESS_MARKER} marker; run `handvae prepare` again)")
+    return ray.data.read_parquet([f"{directory.rstrip('/')}/{s}" for s in splits], partitioning=None)
+
+
+def prepare(sources: DataSources, out_dir: str, overwrite: bool = False) -> dict:
+    """Convert the sources once to parquet shards, one folder per split, with a manifest and a marker.
+
+    Written under a temporary name and renamed at the end, so `out_dir` is either complete or absent.
+    """
+    if sources.prepared_dir:
+        raise DataError("prepare reads raw sources (--letters-csv/--mnist-dir), not a prepared folder")
+    out_dir = os.path.abspath(out_dir)
+    if os.path.exists(out_dir) and not overwrite:
+        raise DataError(f"{out_dir}: already exists (pass --overwrite to replace it)")
+    staging = f"{out_dir}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        counts = {}
+        for split in SPLITS:
+            dataset = read_split(sources, split)
+            dataset.write_parquet(os.path.join(staging, split))
+            counts[split] = _count_written(os.path.join(staging, split))
+        manifest = {"sources": sources.describe(), "rows": counts, "columns": list(COLUMNS)}
+        with open(os.path.join(staging, MANIFEST), "w") as f:
+            json.dump(manifest, f, indent=2)
+        open(os.path.join(staging, SUCCESS_MARKER), "w").close()
+        if os.path.exists(out_dir):
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _count_written(directory: str) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(os.path.join(directory, name)).metadata.num_rows for name in os.listdir(directory))
+
+
+@dataclass
+class Summary:
+    """Rows per source file and split, and per class and split."""
+
+    rows_by_source: Counter
+    class_counts: dict[str, np.ndarray]
+
+    @property
+    def total(self) -> int:
+        return sum(self.rows_by_source.values())
+
+
+def summarize(dataset: ray.data.Dataset) -> Summary:
+    """Reads (and so validates) every row of the dataset."""
+    rows_by_source: Counter = Counter()
+    class_counts = {split: np.zeros(NUM_CLASSES, dtype=np.int64) for split in SPLITS}
+    for batch in dataset.select_columns(["source", "split", "label"]).iter_batches(batch_format="numpy", batch_size=None):
+        rows_by_source.update(zip(batch["source"].tolist(), batch["split"].tolist()))
+        for split in SPLITS:
+            class_counts[split] += np.bincount(batch["label"][batch["split"] == split], minlength=NUM_CLASSES)
+    return Summary(rows_by_source, class_counts)

@@ -1,0 +1,77 @@
+"""The one schema every reader produces, and the deterministic letters split.
+
+A batch of records is a dict of numpy arrays:
+- image: (N, 28, 28) uint8, white ink on black, as in the files;
+- label: (N,) uint8, the model's class 0-35 (digits 0-9, letters 10-35);
+- source: (N,) str, the file the image came from;
+- row: (N,) int64, where in that file: the 1-based line of a CSV, the 0-based record of an IDX file;
+- split: (N,) str, "train" or "test".
+"""
+
+import os
+
+import numpy as np
+import torch
+import pyarrow.fs as pafs
+
+from handvae.data.errors import DataError
+
+IMAGE_SIDE = 28
+IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
+COLUMNS = ("image", "label", "source", "row", "split")
+SPLITS = ("train", "test")
+
+Batch = dict[str, np.ndarray]
+
+
+def make_batch(images: np.ndarray, labels: np.ndarray, source: str, rows: np.ndarray, splits: np.ndarray) -> Batch:
+    return {
+        "image": images.reshape(-1, IMAGE_SIDE, IMAGE_SIDE).astype(np.uint8, copy=False),
+        "label": labels.astype(np.uint8, copy=False),
+        "source": np.full(len(labels), source, dtype=object),
+        "row": rows.astype(np.int64, copy=False),
+        "split": splits.astype(object, copy=False),
+    }
+
+
+def select(batch: Batch, mask: np.ndarray) -> Batch:
+    return {name: column[mask] for name, column in batch.items()}
+
+
+def letters_split(data_row_index: np.ndarray, seed: int, test_fraction: float) -> np.ndarray:
+    """"train"/"test" for each data row, from a hash of (seed, row index) alone.
+
+    The row index counts data rows from 0 (a header line does not count), so the split does not
+    depend on how the file is cut into blocks, how many workers read it, or whether a header exists.
+    """
+    x = data_row_index.astype(np.uint64) + np.uint64(seed & 0xFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
+    # splitmix64 finaliser: consecutive rows get independent-looking 64-bit values.
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x = x ^ (x >> np.uint64(31))
+    uniform = (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return np.where(uniform < test_fraction, "test", "train").astype(object)
+
+
+def resolve_path(path_or_uri: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and path for a local path or any URI pyarrow reads (s3://, gs://, ...)."""
+    if "://" in path_or_uri:
+        try:
+            return pafs.FileSystem.from_uri(path_or_uri)
+        except Exception as exc:
+            raise DataError(f"{path_or_uri}: cannot open this URI ({exc})") from exc
+    return pafs.LocalFileSystem(), os.path.abspath(path_or_uri)
+
+
+def require_file(fs: pafs.FileSystem, path: str, what: str) -> int:
+    """The file's size, or a DataError saying it is missing."""
+    info = fs.get_file_info(path)
+    if info.type != pafs.FileType.File:
+        raise DataError(f"{path}: {what} not found")
+    return info.size
+
+
+def model_inputs(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (B, 28, 28) and labels (B,) -> float images (B, 1, 28, 28) in [0, 1] and int64 labels,
+    what the seed's ToTensor() gives the model."""
+    return images.unsqueeze(1).float().div_(255.0), labels.long()

@@ -1,0 +1,56 @@
+"""The seed's three loss terms and their weighted sum. Pure torch, no Ray."""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """Batch means of the seed's three terms, each as the seed computes it."""
+
+    cat: torch.Tensor
+    """Cross-entropy of the class logits, mean over the batch."""
+    recon: torch.Tensor
+    """Binary cross-entropy of the reconstruction logits against the image, mean over pixels."""
+    kl: torch.Tensor
+    """KL divergence of the posterior from N(0, I), summed over latents, mean over the batch."""
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """How the terms combine: `cat_weight * cat + recon + epoch * kl_step * kl` (the seed's schedule)."""
+
+    cat_weight: float = 0.1
+    """Weight of the classification term."""
+    kl_step: float = 0.001
+    """KL weight added per epoch; epochs count from 1, so epoch 1 uses kl_step."""
+
+    def __post_init__(self):
+        for name in ("cat_weight", "kl_step"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"LossWeights.{name} must be a number >= 0, got {value!r}")
+
+
+def kl_divergence(z_mean: torch.Tensor, log_z_var: torch.Tensor) -> torch.Tensor:
+    return -0.5 * torch.sum(1 + log_z_var - z_mean.pow(2) - log_z_var.exp()) / z_mean.shape[0]
+
+
+def loss_terms(
+    x: torch.Tensor, y: torch.Tensor, x_recon_logits: torch.Tensor, z_mean: torch.Tensor, log_z_var: torch.Tensor, y_logits: torch.Tensor
+) -> LossTerms:
+    """The terms for images x in [0, 1], labels y, and the model's forward outputs."""
+    return LossTerms(
+        cat=F.cross_entropy(y_logits, y),
+        recon=F.binary_cross_entropy_with_logits(x_recon_logits, x),
+        kl=kl_divergence(z_mean, log_z_var),
+    )
+
+
+def total_loss(terms: LossTerms, weights: LossWeights, epoch: int) -> torch.Tensor:
+    """The seed's objective at a 1-based epoch."""
+    if epoch < 1:
+        raise ValueError(f"epoch counts from 1, got {epoch}")
+    return weights.cat_weight * terms.cat + terms.recon + epoch * weights.kl_step * terms.kl
