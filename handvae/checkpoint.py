@@ -6,12 +6,14 @@
 The model rebuilds from the file alone; nothing in it is unpickled as code.
 """
 
+import io
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from handvae import storage
 from handvae.model import VAE, VAEConfig
 
 FORMAT = "handvae.model"
@@ -23,9 +25,7 @@ class ModelFileError(ValueError):
 
 
 def save_model(path: str | os.PathLike, model: VAE, metadata: dict[str, Any] | None = None) -> None:
-    """Write atomically: a reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write to a local path or a URI, whole: a reader never sees a half-written file."""
     state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
     payload = {
         "format": FORMAT,
@@ -34,9 +34,9 @@ def save_model(path: str | os.PathLike, model: VAE, metadata: dict[str, Any] | N
         "model_state": state,
         "metadata": metadata or {},
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    storage.write_bytes(str(path), buffer.getvalue())
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> VAE:

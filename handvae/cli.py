@@ -109,6 +109,52 @@ def prepare(
     typer.echo(f"wrote {manifest['rows']} rows to {out}")
 
 
+@app.command()
+@reports_user_errors
+def train(
+    letters_csv: LettersCsv = None,
+    mnist_dir: MnistDir = None,
+    download: Download = False,
+    prepared: Prepared = None,
+    split_seed: SplitSeed = 0,
+    preset: Annotated[str, typer.Option("--preset", help="Named recipe; `seed` is the notebook's.")] = "seed",
+    config_file: Annotated[Optional[str], typer.Option("--config", help="TOML or JSON file of TrainConfig fields.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option("--learning-rate")] = None,
+    num_workers: Annotated[Optional[int], typer.Option("--num-workers", help="Ray Train workers (DDP ranks).")] = None,
+    use_gpu: Annotated[Optional[bool], typer.Option("--use-gpu/--no-gpu", show_default=False)] = None,
+    bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", show_default=False, help="bfloat16 autocast on GPU.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every")] = None,
+    max_failures: Annotated[Optional[int], typer.Option("--max-failures")] = None,
+    run_name: Annotated[Optional[str], typer.Option("--run-name", help="Same name and storage again: resume.")] = None,
+    storage_path: Annotated[str, typer.Option("--storage-path", help="Local folder or URI for run folders.")] = "runs",
+):
+    """Train the VAE with Ray Train (DDP); the same command again resumes from the latest checkpoint."""
+    from datetime import datetime
+
+    from handvae.config import resolve_config
+    from handvae.train import run_training
+
+    overrides = dict(
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, num_workers=num_workers, use_gpu=use_gpu,
+        bf16=bf16, seed=seed, checkpoint_every=checkpoint_every, max_failures=max_failures,
+    )
+    try:
+        config = resolve_config(preset, config_file, overrides)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    sources = _sources(letters_csv, mnist_dir, download, prepared, split_seed)
+    run_name = run_name or datetime.now().strftime("train-%Y%m%d-%H%M%S")
+    result = run_training(config, sources, run_name, storage_path)
+    last = result.metrics[-1]
+    typer.echo(
+        f"done: epoch {last['epoch']}, test accuracy {last['test_accuracy']:.2%}, reconstruction accuracy "
+        f"{last['recon_accuracy']:.2%}\nrun folder: {result.run_dir}\nmodel: {result.model_path}"
+    )
+
+
 def main() -> None:  # pragma: no cover - for `python -m handvae.cli`
     app()
 

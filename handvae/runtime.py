@@ -1,27 +1,54 @@
-"""Connecting to Ray: the cluster in RAY_ADDRESS when set, otherwise an embedded local Ray."""
+"""Connecting to Ray: the cluster in RAY_ADDRESS when set, otherwise an embedded local Ray.
+
+Also keeps the console to what a person needs: Ray's progress bars, per-worker duplicates and
+INFO chatter off, so the jobs' own lines (one per epoch from rank 0) stand out.
+"""
 
 import logging
 import os
 
 import ray
 
+# Read by Ray's processes at start-up, so set before ray.init (workers inherit the driver's env).
+_QUIET_ENV = {
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # otherwise every worker print() shows twice
+    "RAY_DATA_LOG_LEVEL": "ERROR",  # "Starting execution of Dataset ..." and execution plans
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",  # an error line per worker on machines that are not preemptible
+}
+
 
 def init_ray(num_cpus: int | None = None) -> None:
-    """Start or join Ray once per process, quietly: the jobs print their own progress lines."""
+    """Start or join Ray once per process."""
     if ray.is_initialized():
         return
+    for key, value in _QUIET_ENV.items():
+        os.environ.setdefault(key, value)
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
-        # The dashboard is only needed by `ray job submit`, which brings its own cluster.
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        # Two more logical CPUs than cores: training workers hold one CPU each, and Ray Data's read
+        # tasks need CPUs beside them, or the first epoch waits forever for its data.
+        ray.init(
+            num_cpus=num_cpus or (os.cpu_count() or 1) + 2,
+            include_dashboard=False,  # `ray job submit` brings its own cluster and dashboard
+            logging_level=logging.WARNING,
+            runtime_env={"worker_process_setup_hook": "handvae.runtime.quiet_worker"},
+        )
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     logger = logging.getLogger("ray.data")
     logger.setLevel(logging.WARNING)
     logger.addFilter(_drop_user_error_traces)
+
+
+def quiet_worker() -> None:
+    """Runs in every worker process of an embedded Ray."""
+    # Train's placement-group cleaner asks the state API for the controller, which needs an
+    # address when the dashboard is off (and several Ray instances may share one host).
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.CRITICAL)
 
 
 def _drop_user_error_traces(record: logging.LogRecord) -> bool:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import uuid
+import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -117,7 +118,9 @@ class LettersCsvDatasource(Datasource):
                 batch = kaggle_csv.read_chunk(plan, chunk, seed, fraction)
             except DataError as exc:
                 raise BadInputError(*exc.args) from None
-            yield BlockAccessor.batch_to_block(_keep_splits(batch, splits))
+            batch = _keep_splits(batch, splits)
+            if len(batch["label"]):  # an empty (0, 28, 28) array does not convert to an Arrow tensor column
+                yield BlockAccessor.batch_to_block(batch)
 
         tasks = []
         for chunk in plan.chunks:
@@ -127,6 +130,21 @@ class LettersCsvDatasource(Datasource):
             )
             tasks.append(ReadTask(lambda chunk=chunk: read(chunk), metadata, per_task_row_limit=per_task_row_limit))
         return tasks
+
+
+TRAINING_COLUMNS = ["image", "label", "order_key"]
+
+
+def training_columns(dataset: ray.data.Dataset) -> ray.data.Dataset:
+    """Image, label and a stable order key from (source, row): workers sort by it, so what they
+    train on does not depend on the order in which blocks arrive."""
+    return dataset.map_batches(_with_order_key, batch_format="numpy", batch_size=None).select_columns(TRAINING_COLUMNS)
+
+
+def _with_order_key(batch: Batch) -> Batch:
+    source_ids = {s: zlib.crc32(s.encode()) & 0x7FFFFFFF for s in set(batch["source"].tolist())}
+    ids = np.fromiter((source_ids[s] for s in batch["source"].tolist()), dtype=np.int64, count=len(batch["source"]))
+    return {**batch, "order_key": (ids << 32) | batch["row"]}
 
 
 def _keep_splits(batch: Batch, splits: tuple[str, ...]) -> Batch:

@@ -1,0 +1,487 @@
+"""Ingest benchmark: the seed's pandas path against handvae's Ray Data path, on a full-size Kaggle A-Z file.
+
+Run (from the repo root, venv active; takes several minutes on a 2-core machine):
+
+    python benchmarks/ingest.py --csv "/work/shared/data/az_letters/A_Z Handwritten Data.csv" \
+        --work-dir /tmp/handvae-bench --out /tmp/handvae-bench/ingest.json
+
+What it does, in one run:
+1. Makes a full-size file (372,450 rows, the size of the Kaggle file) by resampling the real rows of
+   --csv with small random shifts (-2..2 px in x and y, zero fill, seeded), written in the Kaggle
+   format (no header) to --work-dir. An existing file with the right row count is reused.
+2. Reads that file into training-ready batches (float (B, 1, 28, 28) in [0, 1], int64 labels, B=256),
+   each path in its own fresh subprocess:
+   a. seed: pandas.read_csv(dtype=float32) -> drop/astype/divide -> torch tensors -> batches by slicing;
+   b. ray: read_split(DataSources(letters_csv=...)) -> iter_torch_batches(256) -> model_inputs;
+   c. prepare: handvae's prepare() to parquet, then (another subprocess) the prepared folder -> batches.
+3. Samples, every --sample-every seconds from this parent process, the PSS (/proc/PID/smaps_rollup)
+   summed over the subprocess and all its descendants (Ray's gcs_server, raylet, workers, agents;
+   the object store's /dev/shm pages are counted through the processes that map them, once, by PSS),
+   and the growth of /dev/shm usage, and keeps the peaks.
+4. Prints a table with the ratios and the targets (>= 4x faster than seed, <= 40% of its peak memory).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+
+KAGGLE_ROWS = 372_450
+BATCH = 256
+TARGET_SPEEDUP = 4.0
+TARGET_MEMORY = 0.40
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. The full-size file
+# --------------------------------------------------------------------------------------------------
+
+
+def count_lines(path: str) -> int:
+    """Data lines in a file (a last line without newline counts)."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while buf := f.read(16 << 20):
+            lines += buf.count(b"\n")
+            last = buf[-1:]
+    return lines + (last != b"\n")
+
+
+def load_real(path: str):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names = [f"c{i}" for i in range(785)]
+    table = pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(column_names=names),
+        convert_options=pacsv.ConvertOptions(column_types={n: pa.uint8() for n in names}),
+    )
+    return np.stack([table.column(i).to_numpy() for i in range(785)], axis=1)  # (N, 785) uint8
+
+
+def shifted(images, dx, dy):
+    """Each image moved by (dx, dy) pixels (per row), vacated pixels zero."""
+    import numpy as np
+
+    out = np.zeros_like(images)
+    for sx in range(-2, 3):
+        for sy in range(-2, 3):
+            sel = np.flatnonzero((dx == sx) & (dy == sy))
+            if not sel.size:
+                continue
+            src = images[sel]
+            ys, yd = (slice(0, 28 - sy), slice(sy, 28)) if sy >= 0 else (slice(-sy, 28), slice(0, 28 + sy))
+            xs, xd = (slice(0, 28 - sx), slice(sx, 28)) if sx >= 0 else (slice(-sx, 28), slice(0, 28 + sx))
+            block = np.zeros_like(src)
+            block[:, yd, xd] = src[:, ys, xs]
+            out[sel] = block
+    return out
+
+
+def make_full_file(real_csv: str, path: str, rows: int, seed: int, chunk_rows: int = 16384) -> dict:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    if os.path.exists(path):
+        t = time.perf_counter()
+        found = count_lines(path)
+        if found == rows:
+            print(f"[file] reusing {path}: {found:,} rows, {os.path.getsize(path) / 1e6:,.0f} MB (counted in {time.perf_counter() - t:.1f} s)")
+            return {"path": path, "rows": found, "reused": True, "bytes": os.path.getsize(path)}
+        print(f"[file] {path} has {found:,} rows, not {rows:,}: rewriting")
+    t0 = time.perf_counter()
+    real = load_real(real_csv)
+    rng = np.random.default_rng(seed)
+    names = [f"c{i}" for i in range(785)]
+    schema = pa.schema([(n, pa.uint8()) for n in names])
+    tmp = f"{path}.tmp-{os.getpid()}"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with pacsv.CSVWriter(tmp, schema, write_options=pacsv.WriteOptions(include_header=False)) as writer:
+        for start in range(0, rows, chunk_rows):
+            n = min(chunk_rows, rows - start)
+            pick = rng.integers(0, len(real), n)
+            dx, dy = rng.integers(-2, 3, n), rng.integers(-2, 3, n)
+            images = shifted(real[pick, 1:].reshape(n, 28, 28), dx, dy).reshape(n, 784)
+            columns = np.ascontiguousarray(np.concatenate([real[pick, :1], images], axis=1).T)
+            writer.write_table(pa.Table.from_arrays([pa.array(c) for c in columns], schema=schema))
+    os.replace(tmp, path)
+    found = count_lines(path)
+    assert found == rows, (found, rows)
+    print(
+        f"[file] wrote {path}: {rows:,} rows resampled (seed {seed}) from {len(real):,} real rows of {real_csv} "
+        f"with -2..2 px shifts, {os.path.getsize(path) / 1e6:,.0f} MB in {time.perf_counter() - t0:.1f} s"
+    )
+    return {"path": path, "rows": rows, "reused": False, "bytes": os.path.getsize(path), "seconds": time.perf_counter() - t0}
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. The measured paths, each run as `ingest.py _worker MODE ...` in a fresh subprocess
+# --------------------------------------------------------------------------------------------------
+
+
+def worker_seed(path: str, result: dict) -> None:
+    import pandas as pd
+    import torch
+
+    t0 = time.perf_counter()
+    data = pd.read_csv(path, dtype="float32")
+    t_read = time.perf_counter()
+    X = data.drop(columns="0").astype("float32").divide(255)
+    y = data["0"].astype("int64").add(10)
+    X = torch.from_numpy(X.to_numpy()).reshape(-1, 1, 28, 28)  # no copy: the seed at its leanest
+    y = torch.from_numpy(y.to_numpy())
+    t_tensor = time.perf_counter()
+    rows = 0
+    for i in range(0, len(y), BATCH):
+        xb, yb = X[i : i + BATCH], y[i : i + BATCH]
+        assert xb.dtype == torch.float32 and xb.shape[1:] == (1, 28, 28) and yb.dtype == torch.int64
+        rows += len(yb)
+    t1 = time.perf_counter()
+    result.update(rows=rows, seconds=t1 - t0, read_csv_s=t_read - t0, to_tensor_s=t_tensor - t_read, iterate_s=t1 - t_tensor)
+
+
+def _iterate_ray(ds, result: dict) -> None:
+    import torch
+
+    from handvae.data.records import model_inputs
+
+    rows = 0
+    first = None
+    for batch in ds.select_columns(["image", "label"]).iter_torch_batches(batch_size=BATCH):
+        x, y = model_inputs(batch["image"], batch["label"])
+        if first is None:
+            first = time.perf_counter()
+            assert x.dtype == torch.float32 and x.shape[1:] == (1, 28, 28) and y.dtype == torch.int64
+        rows += len(y)
+    result.update(rows=rows, first_batch_at=first)
+
+
+def worker_ray(path: str, result: dict, chunk_bytes: int | None) -> None:
+    import ray
+
+    from handvae.data.datasets import DataSources, read_split
+    from handvae.runtime import init_ray
+
+    t0 = time.perf_counter()
+    init_ray()
+    t_init = time.perf_counter()
+    ds = read_split(DataSources(letters_csv=path, csv_chunk_bytes=chunk_bytes), None)
+    t_plan = time.perf_counter()
+    _iterate_ray(ds, result)
+    t1 = time.perf_counter()
+    result.update(
+        seconds=t1 - t_init, seconds_with_startup=t1 - t0, ray_init_s=t_init - t0, plan_s=t_plan - t_init,
+        first_batch_s=result.pop("first_batch_at") - t_init, num_read_tasks=_num_chunks(path, chunk_bytes),
+    )
+    result["stats"] = ds.stats()[-4000:] if os.environ.get("INGEST_STATS") else None
+    ray.shutdown()
+
+
+def _num_chunks(path: str, chunk_bytes: int | None) -> int:
+    from handvae.data.kaggle_csv import default_chunk_bytes
+
+    size = os.path.getsize(path)
+    return -(-size // (chunk_bytes or default_chunk_bytes(size)))
+
+
+def worker_prepare(path: str, result: dict, out_dir: str, chunk_bytes: int | None) -> None:
+    import ray
+
+    from handvae.data.datasets import DataSources, prepare
+    from handvae.runtime import init_ray
+
+    t0 = time.perf_counter()
+    init_ray()
+    t_init = time.perf_counter()
+    manifest = prepare(DataSources(letters_csv=path, csv_chunk_bytes=chunk_bytes), out_dir, overwrite=True)
+    t1 = time.perf_counter()
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out_dir) for f in fs)
+    result.update(rows=sum(manifest["rows"].values()), seconds=t1 - t_init, seconds_with_startup=t1 - t0, ray_init_s=t_init - t0, prepared_bytes=size)
+    ray.shutdown()
+
+
+def worker_prepared_read(out_dir: str, result: dict) -> None:
+    import ray
+
+    from handvae.data.datasets import DataSources, read_split
+    from handvae.runtime import init_ray
+
+    t0 = time.perf_counter()
+    init_ray()
+    t_init = time.perf_counter()
+    ds = read_split(DataSources(prepared_dir=out_dir), None)
+    _iterate_ray(ds, result)
+    t1 = time.perf_counter()
+    result.update(seconds=t1 - t_init, seconds_with_startup=t1 - t0, ray_init_s=t_init - t0, first_batch_s=result.pop("first_batch_at") - t_init)
+    ray.shutdown()
+
+
+def worker_main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("mode")
+    p.add_argument("path")
+    p.add_argument("result")
+    p.add_argument("--prepared-dir")
+    p.add_argument("--chunk-bytes", type=int)
+    a = p.parse_args(argv)
+    result: dict = {"mode": a.mode}
+    if a.mode == "seed":
+        worker_seed(a.path, result)
+    elif a.mode == "ray":
+        worker_ray(a.path, result, a.chunk_bytes)
+    elif a.mode == "prepare":
+        worker_prepare(a.path, result, a.prepared_dir, a.chunk_bytes)
+    elif a.mode == "prepared_read":
+        worker_prepared_read(a.prepared_dir, result)
+    else:
+        raise SystemExit(f"unknown mode {a.mode}")
+    with open(a.result, "w") as f:
+        json.dump(result, f)
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. Memory of a whole process tree, sampled from outside
+# --------------------------------------------------------------------------------------------------
+
+
+def _children_map(cpu_ticks: dict[int, int] | None = None) -> dict[int, list[int]]:
+    """ppid -> pids; also fills cpu_ticks[pid] = utime + stime (clock ticks) when given."""
+    children = defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()  # after "(comm)": state, ppid, ...
+        children[int(fields[1])].append(int(entry))
+        if cpu_ticks is not None:
+            cpu_ticks[int(entry)] = int(fields[11]) + int(fields[12])
+    return children
+
+
+def process_tree(root: int, cpu_ticks: dict[int, int] | None = None) -> list[int]:
+    children = _children_map(cpu_ticks)
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def _rollup(pid: int) -> tuple[int, int] | None:
+    """(PSS, RSS) in kB, or None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            text = f.read()
+    except OSError:
+        return None
+    pss = rss = 0
+    for line in text.splitlines():
+        if line.startswith(b"Pss:"):
+            pss = int(line.split()[1])
+        elif line.startswith(b"Rss:"):
+            rss = int(line.split()[1])
+    return pss, rss
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def _self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _busy_ticks() -> int:
+    """Machine-wide non-idle CPU time (clock ticks) from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:9]]
+    return sum(values) - values[3] - values[4]  # minus idle and iowait
+
+
+def _shm_used() -> int:
+    st = os.statvfs("/dev/shm")
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def run_measured(argv: list[str], sample_every: float, label: str) -> dict:
+    """Run a worker subprocess; sample its whole tree's PSS until it exits."""
+    shm0 = _shm_used()
+    fd, result_path = tempfile.mkstemp(prefix="ingest-", suffix=".json")
+    os.close(fd)
+    print(f"[{label}] running ...", flush=True)
+    t0 = time.perf_counter()
+    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "_worker", argv[0], argv[1], result_path, *argv[2:]])
+    peak_pss = peak_rss = peak_shm = samples = 0
+    peak_breakdown: dict[str, float] = {}
+    max_procs = 0
+    seen: set[int] = set()
+    tree_ticks: dict[int, int] = {}  # last seen CPU time of each process of the tree
+    busy0, load0, self0 = _busy_ticks(), os.getloadavg()[0], _self_cpu()
+    while child.poll() is None:
+        ticks: dict[int, int] = {}
+        tree = process_tree(child.pid, ticks)
+        seen.update(tree)
+        tree_ticks.update({pid: ticks[pid] for pid in tree if pid in ticks})
+        pss = rss = 0
+        breakdown: dict[str, float] = defaultdict(float)
+        for pid in tree:
+            r = _rollup(pid)
+            if r:
+                pss += r[0]
+                rss += r[1]
+                breakdown[_comm(pid)] += r[0] / 1024
+        samples += 1
+        max_procs = max(max_procs, len(tree))
+        peak_rss = max(peak_rss, rss)
+        peak_shm = max(peak_shm, _shm_used() - shm0)
+        if pss > peak_pss:
+            peak_pss, peak_breakdown = pss, dict(breakdown)
+        time.sleep(sample_every)
+    wall = time.perf_counter() - t0
+    hz = os.sysconf("SC_CLK_TCK")
+    tree_cpu = sum(tree_ticks.values()) / hz
+    sampler_cpu = _self_cpu() - self0  # this process's sampling: also a load on the machine, reported apart
+    other_cpu = max(0.0, (_busy_ticks() - busy0) / hz - tree_cpu - sampler_cpu)
+    # Let Ray's processes (orphaned when the driver exits) go before the next measurement starts.
+    deadline = time.time() + 30
+    while time.time() < deadline and any(os.path.exists(f"/proc/{p}") and _comm(p) != "?" and _is_alive(p) for p in seen):
+        time.sleep(0.2)
+    if child.returncode != 0:
+        raise SystemExit(f"[{label}] worker failed with exit code {child.returncode}")
+    with open(result_path) as f:
+        result = json.load(f)
+    os.unlink(result_path)
+    result.update(
+        label=label, peak_pss_mb=peak_pss / 1024, peak_rss_mb=peak_rss / 1024, peak_dev_shm_growth_mb=peak_shm / 1024**2,
+        samples=samples, max_processes=max_procs, process_wall_s=wall, tree_cpu_s=tree_cpu,
+        other_cpu_s=other_cpu, sampler_cpu_s=sampler_cpu, other_cores=other_cpu / wall, loadavg_before=load0,
+        peak_breakdown_mb={k: round(v, 1) for k, v in sorted(peak_breakdown.items(), key=lambda kv: -kv[1])},
+    )
+    print(
+        f"[{label}] {result['rows']:,} rows in {result['seconds']:.1f} s, peak PSS {result['peak_pss_mb']:,.0f} MB "
+        f"over up to {max_procs} processes ({samples} samples), /dev/shm growth {result['peak_dev_shm_growth_mb']:,.0f} MB",
+        flush=True,
+    )
+    print(
+        f"[{label}] CPU: this tree {tree_cpu:.1f} s in {wall:.1f} s of process wall time; other processes on the machine "
+        f"{other_cpu:.1f} s ({other_cpu / wall:.2f} cores; load average before {load0:.2f}); the memory sampler {sampler_cpu:.1f} s"
+        + ("  <-- CONTENDED: the timings are unreliable, run again on a quiet machine" if other_cpu / wall > 0.25 else ""),
+        flush=True,
+    )
+    return result
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] not in (b"Z", b"X")
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. The run and the table
+# --------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--csv", required=True, help="the real Kaggle A-Z CSV whose rows are resampled")
+    p.add_argument("--work-dir", default="/tmp/handvae-bench", help="where the full-size file and the prepared folder go")
+    p.add_argument("--out", help="also write the figures as JSON here")
+    p.add_argument("--rows", type=int, default=KAGGLE_ROWS, help="rows of the full-size file")
+    p.add_argument("--seed", type=int, default=0, help="seed of the resampling and shifts")
+    p.add_argument("--sample-every", type=float, default=0.15, help="seconds between memory samples")
+    p.add_argument("--csv-chunk-bytes", type=int, help="DataSources.csv_chunk_bytes for the Ray paths (default: handvae's)")
+    p.add_argument("--skip", nargs="*", default=[], choices=["seed", "ray", "prepare"], help="paths not to run")
+    a = p.parse_args()
+
+    full = os.path.join(a.work_dir, f"az_resampled_{a.rows}_seed{a.seed}.csv")
+    file_info = make_full_file(a.csv, full, a.rows, a.seed)
+    print(f"[file] NOTE: every figure below comes from this RESAMPLED file ({a.rows:,} rows made from the real rows of {a.csv}), not the original Kaggle file")
+    chunk = ["--chunk-bytes", str(a.csv_chunk_bytes)] if a.csv_chunk_bytes else []
+    prepared = os.path.join(a.work_dir, "prepared")
+
+    runs = {}
+    if "seed" not in a.skip:
+        runs["seed"] = run_measured(["seed", full], a.sample_every, "seed")
+    if "ray" not in a.skip:
+        runs["ray"] = run_measured(["ray", full, *chunk], a.sample_every, "ray")
+    if "prepare" not in a.skip:
+        runs["prepare"] = run_measured(["prepare", full, "--prepared-dir", prepared, *chunk], a.sample_every, "prepare")
+        runs["prepared_read"] = run_measured(["prepared_read", full, "--prepared-dir", prepared], a.sample_every, "prepared_read")
+
+    print()
+    print(f"Ingest of {a.rows:,} rows ({file_info['bytes'] / 1e6:,.0f} MB CSV, resampled from the real file) into batches of {BATCH}, "
+          f"{os.cpu_count()} CPUs; peak = PSS summed over the whole process tree")
+    header = f"{'path':<34} {'rows':>9} {'seconds':>8} {'+ray init':>9} {'peak MB':>8} {'speed vs seed':>13} {'mem vs seed':>11}"
+    print(header)
+    print("-" * len(header))
+    seed = runs.get("seed")
+    names = {
+        "seed": "a. seed (pandas read_csv)",
+        "ray": "b. ray read_split(letters_csv)",
+        "prepare": "c1. ray prepare -> parquet",
+        "prepared_read": "c2. ray read prepared parquet",
+    }
+    for key, r in runs.items():
+        with_init = f"{r['seconds_with_startup']:9.1f}" if "seconds_with_startup" in r else f"{'':>9}"
+        speed = f"{seed['seconds'] / r['seconds']:12.2f}x" if seed else ""
+        mem = f"{r['peak_pss_mb'] / seed['peak_pss_mb']:10.0%}" if seed else ""
+        if seed and "seconds_with_startup" in r:
+            speed = f"{seed['seconds'] / r['seconds']:.2f}x/{seed['seconds'] / r['seconds_with_startup']:.2f}x".rjust(13)
+        print(f"{names[key]:<34} {r['rows']:>9,} {r['seconds']:8.1f} {with_init} {r['peak_pss_mb']:8,.0f} {speed:>13} {mem:>11}")
+    print("(speed vs seed: seed seconds / path seconds, without/with Ray start-up; mem vs seed: path peak / seed peak)")
+    if seed:
+        print(f"seed read {seed['rows']:,} rows: pandas took line 1 as a header, so one row of the {a.rows:,} is lost")
+    verdicts = {}
+    if seed and "ray" in runs:
+        r = runs["ray"]
+        speedup, speedup_init, mem = seed["seconds"] / r["seconds"], seed["seconds"] / r["seconds_with_startup"], r["peak_pss_mb"] / seed["peak_pss_mb"]
+        verdicts = {
+            "speedup": speedup, "speedup_with_startup": speedup_init, "memory_ratio": mem,
+            "rows_ok": r["rows"] == a.rows,
+            "speed_target_met": speedup >= TARGET_SPEEDUP, "speed_target_met_with_startup": speedup_init >= TARGET_SPEEDUP,
+            "memory_target_met": mem <= TARGET_MEMORY,
+        }
+        print(
+            f"targets (ray vs seed, {os.cpu_count()} CPUs): >= {TARGET_SPEEDUP:.0f}x faster: {speedup:.2f}x without start-up "
+            f"[{'MET' if speedup >= TARGET_SPEEDUP else 'MISSED'}], {speedup_init:.2f}x with it "
+            f"[{'MET' if speedup_init >= TARGET_SPEEDUP else 'MISSED'}]; <= {TARGET_MEMORY:.0%} of seed peak memory: {mem:.0%} "
+            f"[{'MET' if mem <= TARGET_MEMORY else 'MISSED'}]; rows {r['rows']:,} {'== ' if r['rows'] == a.rows else '!= '}{a.rows:,}"
+        )
+    for key, r in runs.items():
+        top = ", ".join(f"{k} {v:,.0f}" for k, v in list(r["peak_breakdown_mb"].items())[:6])
+        extra = {k: round(v, 2) for k, v in r.items() if k.endswith("_s") and k not in ("seconds_with_startup",) and isinstance(v, float)}
+        print(f"  {key}: phases {extra}; peak RSS sum {r['peak_rss_mb']:,.0f} MB; /dev/shm growth {r['peak_dev_shm_growth_mb']:,.0f} MB; at peak: {top}")
+    if a.out:
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+        with open(a.out, "w") as f:
+            json.dump({"file": file_info, "resampled": True, "real_csv": a.csv, "cpus": os.cpu_count(), "batch_size": BATCH,
+                       "runs": runs, "targets": {"speedup": TARGET_SPEEDUP, "memory_ratio": TARGET_MEMORY}, "verdicts": verdicts}, f, indent=2)
+        print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_worker":
+        worker_main(sys.argv[2:])
+    else:
+        main()

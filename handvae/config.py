@@ -1,0 +1,120 @@
+"""The training recipe: one typed config, named presets, a config file and flags on top.
+
+Precedence: preset < config file (TOML or JSON) < command-line flags. The resolved config is
+saved with every run and inside every checkpoint.
+"""
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from handvae.loss import LossWeights
+from handvae.model import VAEConfig
+
+
+def _require(name, value, kind, check, expected):
+    if isinstance(value, bool) or not isinstance(value, kind) or not check(value):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    """Passes over the training split."""
+    batch_size: int = 64
+    """Images per optimiser step on each worker."""
+    learning_rate: float = 1e-3
+    """Adam's step size (the seed uses Adam's default)."""
+    num_workers: int = 2
+    """Ray Train workers, one DDP rank each (one per GPU with use_gpu)."""
+    use_gpu: bool = False
+    """One GPU per worker, nccl; otherwise CPU workers with gloo."""
+    bf16: bool = False
+    """bfloat16 autocast for the forward pass on GPU."""
+    seed: int = 0
+    """Seeds weights, the per-epoch shuffle and the sampling noise: same seed and workers, same weights."""
+    checkpoint_every: int = 1
+    """Epochs between checkpoints; the last epoch always gets one."""
+    max_failures: int = 2
+    """Times a failed worker group is restarted from the latest checkpoint."""
+    tensorboard: bool = False
+    """Also write the per-epoch figures as TensorBoard scalars in the run folder."""
+    model: VAEConfig = field(default_factory=VAEConfig)
+    """Model sizes."""
+    loss: LossWeights = field(default_factory=LossWeights)
+    """Loss weights and the KL schedule."""
+    fail_once_at_epoch: int | None = None
+    """Fault drill: rank 0 raises once at the end of this epoch, before its checkpoint."""
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "num_workers", "checkpoint_every"):
+            _require(name, getattr(self, name), int, lambda v: v >= 1, "an integer >= 1")
+        _require("max_failures", self.max_failures, int, lambda v: v >= 0, "an integer >= 0")
+        _require("seed", self.seed, int, lambda v: v >= 0, "an integer >= 0")
+        _require("learning_rate", self.learning_rate, (int, float), lambda v: 0 < v < 1, "a number in (0, 1)")
+        for name in ("use_gpu", "bf16", "tensorboard"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.bf16 and not self.use_gpu:
+            raise ValueError("bf16 autocast needs use_gpu")
+        if self.fail_once_at_epoch is not None:
+            _require("fail_once_at_epoch", self.fail_once_at_epoch, int, lambda v: 1 <= v <= self.epochs, f"an epoch 1-{self.epochs}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], base: "TrainConfig | None" = None) -> "TrainConfig":
+        """`base` with `values` on top; nested `model` and `loss` tables update field by field."""
+        base = base or cls()
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; known: {sorted(known)}")
+        updates = dict(values)
+        for name, kind in (("model", VAEConfig), ("loss", LossWeights)):
+            if name in updates:
+                nested = updates[name]
+                if not isinstance(nested, dict):
+                    raise ValueError(f"config key {name!r} must be a table of {[f.name for f in fields(kind)]}")
+                allowed = {f.name for f in fields(kind)}
+                if set(nested) - allowed:
+                    raise ValueError(f"unknown {name} keys {sorted(set(nested) - allowed)}; known: {sorted(allowed)}")
+                updates[name] = replace(getattr(base, name), **nested)
+        return replace(base, **updates)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # The seed notebook's recipe: batch 64, 10 epochs, Adam, 0.1 * cat + recon + epoch * 0.001 * kl.
+    "seed": TrainConfig(),
+}
+DEFAULT_PRESET = "seed"
+
+
+def resolve_config(preset: str = DEFAULT_PRESET, config_file: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Preset, then the file, then flags (None values in overrides mean "not given")."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; presets: {sorted(PRESETS)}")
+    config = PRESETS[preset]
+    if config_file:
+        config = TrainConfig.from_dict(load_config_file(config_file), base=config)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return TrainConfig.from_dict(given, base=config) if given else config
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"{path}: config file not found")
+    try:
+        if file.suffix == ".json":
+            values = json.loads(file.read_text())
+        else:
+            values = tomllib.loads(file.read_text())
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: not valid {'JSON' if file.suffix == '.json' else 'TOML'}: {exc}") from exc
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a table of config keys")
+    return values

@@ -1,0 +1,87 @@
+"""One epoch of training and one pass of evaluation over in-memory tensors. Pure torch, no Ray:
+the Ray Train worker loop calls these, and so does the plain-PyTorch baseline of the benchmark.
+
+Images stay uint8 (N, 28, 28) on the device until a batch is taken; `model_inputs` scales them.
+Each function returns sums (not means) as one float64 tensor, so ranks can all-reduce them.
+"""
+
+import contextlib
+
+import torch
+
+from handvae.data.records import model_inputs
+from handvae.loss import LossWeights, loss_terms, total_loss
+
+TRAIN_SUMS = ("images", "cat_loss", "recon_loss", "kl_loss")
+EVAL_SUMS = ("images", "correct", "recon_correct_pixels", "pixels", "cat_loss", "recon_loss", "kl_loss")
+
+
+def train_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    order: torch.Tensor,
+    batch_size: int,
+    weights: LossWeights,
+    epoch: int,
+    bf16: bool = False,
+) -> torch.Tensor:
+    """Steps over `images[order]` in batches; the last batch may be smaller, as in the seed."""
+    model.train()
+    loss_sums = torch.zeros(3, dtype=torch.float64, device=images.device)  # on the device: no sync per step
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        x, y = model_inputs(images[index], labels[index])
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(x.device, bf16):
+            terms = loss_terms(x, y, *model(x))
+        total_loss(terms, weights, epoch).backward()
+        optimizer.step()
+        loss_sums += torch.stack([terms.cat, terms.recon, terms.kl]).detach().double() * len(index)
+    return torch.cat([torch.tensor([float(len(order))], dtype=torch.float64), loss_sums.cpu()])
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """The seed's test figures as sums: classification hits, and reconstruction hits per pixel
+    (sigmoid(recon) > 0.5 against image > 0.5), plus the loss terms. Every image counts once."""
+    model.eval()
+    sums = torch.zeros(len(EVAL_SUMS), dtype=torch.float64)
+    for start in range(0, len(labels), batch_size):
+        x, y = model_inputs(images[start : start + batch_size], labels[start : start + batch_size])
+        x_recon, z_mean, log_z_var, y_logits = model(x)
+        terms = loss_terms(x, y, x_recon, z_mean, log_z_var, y_logits)
+        n = len(y)
+        sums += torch.tensor(
+            [
+                n,
+                (y_logits.argmax(dim=1) == y).sum().item(),
+                ((x_recon > 0) == (x > 0.5)).sum().item(),  # sigmoid(r) > 0.5  <=>  r > 0
+                x.numel(),
+                terms.cat.item() * n,
+                terms.recon.item() * n,
+                terms.kl.item() * n,
+            ],
+            dtype=torch.float64,
+        )
+    return sums
+
+
+def epoch_figures(train_sums: torch.Tensor, eval_sums: torch.Tensor) -> dict[str, float]:
+    """Per-image means as the seed prints them, and the test accuracies."""
+    train = dict(zip(TRAIN_SUMS, train_sums.tolist()))
+    test = dict(zip(EVAL_SUMS, eval_sums.tolist()))
+    return {
+        "cat_loss": train["cat_loss"] / train["images"],
+        "recon_loss": train["recon_loss"] / train["images"],
+        "kl_loss": train["kl_loss"] / train["images"],
+        "test_accuracy": test["correct"] / test["images"] if test["images"] else float("nan"),
+        "recon_accuracy": test["recon_correct_pixels"] / test["pixels"] if test["pixels"] else float("nan"),
+        "train_images": int(train["images"]),
+        "test_images": int(test["images"]),
+    }
+
+
+def _autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()

@@ -1,0 +1,222 @@
+"""The training job: Ray Data datasets -> Ray Train TorchTrainer (DDP) -> checkpoints and a model file.
+
+    handvae train                                    # bundled sample, embedded local Ray
+    handvae train --letters-csv "A_Z Handwritten Data.csv" --mnist-dir data/mnist --num-workers 2
+    RAY_ADDRESS=... handvae train ... --use-gpu --storage-path s3://bucket/runs --run-name exp1
+
+Each worker reads the train and test sets once through `get_dataset_shard` and `iter_torch_batches`
+into memory (uint8, 55 MB per 70k images), sorted by a stable key. Every epoch all ranks draw the
+same permutation from (seed, epoch) and take disjoint, equal slices: the same number of steps on
+every rank (no all-reduce hang), a global shuffle, and weights that depend only on the seed and the
+worker count. The sampling noise is seeded from (seed, epoch, rank), so a run resumed from a
+checkpoint continues exactly as if it had never stopped.
+
+The run folder STORAGE/NAME/ holds Ray's checkpoints, config.json, metrics.jsonl (one record per
+epoch) and, at the end, model.pt (see `handvae.checkpoint`).
+"""
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from handvae import storage
+from handvae.checkpoint import save_model
+from handvae.config import TrainConfig
+from handvae.data.datasets import DataSources, read_split, training_columns
+from handvae.engine import epoch_figures, evaluate, train_epoch
+from handvae.model import VAE
+from handvae.runtime import init_ray
+
+STATE_FILE = "train_state.pt"
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.pt"
+FAULT_MARKER = ".fault-drill-done"
+# Fields that may change when a run is resumed; any other change would silently mix two recipes.
+RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "max_failures", "tensorboard", "fail_once_at_epoch"}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: str
+    model_path: str
+    metrics: list[dict]
+
+
+def run_training(config: TrainConfig, sources: DataSources, run_name: str, storage_path: str) -> TrainResult:
+    """Train (or resume the run of the same name) and write the final model file."""
+    storage_path = storage.absolute(storage_path)
+    run_dir = storage.join(storage_path, run_name)
+    _check_resumable(run_dir, config)
+    init_ray()
+    _check_resources(config)
+    storage.write_bytes(storage.join(run_dir, CONFIG_FILE), json.dumps({"train": config.to_dict(), "data": sources.describe()}, indent=2).encode())
+
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": config.to_dict(), "run_dir": run_dir},
+        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            failure_config=FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            logging_config=LoggingConfig(log_level="WARNING"),
+        ),
+        datasets={"train": training_columns(read_split(sources, "train")), "test": training_columns(read_split(sources, "test"))},
+        # Every worker gets every row; the worker loop takes its slice (see the module docstring).
+        dataset_config=DataConfig(datasets_to_split=[]),
+    )
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as directory:
+        state = torch.load(f"{directory}/{STATE_FILE}", map_location="cpu", weights_only=True)
+    model = VAE(config.model)
+    model.load_state_dict(state["model_state"])
+    model_path = storage.join(run_dir, MODEL_FILE)
+    save_model(model_path, model, metadata={"run_name": run_name, "epoch": state["epoch"], "train_config": config.to_dict(), "data": sources.describe()})
+    return TrainResult(run_dir=run_dir, model_path=model_path, metrics=state["history"])
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    logging.getLogger().setLevel(logging.WARNING)  # Train's per-report INFO lines; our own line follows
+    config = TrainConfig.from_dict(loop_config["config"])
+    run_dir = loop_config["run_dir"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
+    model = VAE(config.model).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    start_epoch, history = 1, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(f"{directory}/{STATE_FILE}", map_location=device, weights_only=True)
+        model.load_state_dict(state["model_state"])
+        optimizer.load_state_dict(state["optimizer_state"])
+        start_epoch, history = state["epoch"] + 1, list(state["history"])
+    ddp_model = ray.train.torch.prepare_model(model)
+
+    started = time.perf_counter()
+    train_images, train_labels = _load_sorted(ray.train.get_dataset_shard("train"), device)
+    test_images, test_labels = _load_sorted(ray.train.get_dataset_shard("test"), device)
+    # Disjoint slices: with all ranks' counts summed, every test image counts exactly once.
+    test_images, test_labels = test_images[rank::world], test_labels[rank::world]
+    per_rank = len(train_labels) // world
+    if per_rank == 0:
+        raise ValueError(f"{len(train_labels)} training images cannot be shared by {world} workers")
+    total_test = int(_all_sum(torch.tensor([len(test_labels)], dtype=torch.float64)).item())
+    if rank == 0:
+        print(
+            f"loaded {len(train_labels)} train and {total_test} test images in {time.perf_counter() - started:.1f}s; "
+            f"{world} worker(s), {-(-per_rank // config.batch_size)} steps per epoch",
+            flush=True,
+        )
+
+    for epoch in range(start_epoch, config.epochs + 1):
+        permutation = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
+        order = permutation[rank : per_rank * world : world].to(device)
+        torch.manual_seed((config.seed * 1_000_003 + epoch) * 10_007 + rank)  # the sampling noise
+        started = time.perf_counter()
+        train_sums = train_epoch(ddp_model, optimizer, train_images, train_labels, order, config.batch_size, config.loss, epoch, config.bf16)
+        train_seconds = time.perf_counter() - started
+        eval_sums = evaluate(model, test_images, test_labels)
+        record = {"epoch": epoch, **epoch_figures(_all_sum(train_sums), _all_sum(eval_sums))}
+        record["images_per_second"] = record["train_images"] / train_seconds
+        history.append(record)
+        if rank == 0:
+            print(_progress_line(record, config.epochs), flush=True)
+            storage.write_bytes(storage.join(run_dir, METRICS_FILE), "".join(json.dumps(r) + "\n" for r in history).encode())
+            _fault_drill(config, epoch, run_dir)
+        if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
+            _report_with_checkpoint(record, rank, model, optimizer, epoch, config, history)
+        else:
+            ray.train.report(record)
+
+
+def _load_sorted(shard, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    batches = list(shard.iter_torch_batches(batch_size=8192))
+    if not batches:
+        return torch.empty(0, 28, 28, dtype=torch.uint8, device=device), torch.empty(0, dtype=torch.long, device=device)
+    order = torch.cat([b["order_key"] for b in batches]).argsort()
+    images = torch.cat([b["image"] for b in batches])[order]
+    labels = torch.cat([b["label"] for b in batches])[order].long()
+    return images.to(device), labels.to(device)
+
+
+def _all_sum(sums: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        sums = sums.to(ray.train.torch.get_device()) if dist.get_backend() == "nccl" else sums
+        dist.all_reduce(sums)
+    return sums.cpu()
+
+
+def _report_with_checkpoint(record, rank, model, optimizer, epoch, config, history) -> None:
+    """Rank 0 saves; every rank reports, because report is a barrier."""
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint = None
+        if rank == 0:
+            torch.save(
+                {
+                    "model_state": model.state_dict(),
+                    "optimizer_state": optimizer.state_dict(),
+                    "epoch": epoch,
+                    "config": config.to_dict(),
+                    "history": history,
+                    # The RNG is a function of (seed, epoch, rank), re-seeded every epoch: the seed is the state.
+                    "seed": config.seed,
+                },
+                f"{directory}/{STATE_FILE}",
+            )
+            checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(record, checkpoint=checkpoint)
+
+
+def _fault_drill(config: TrainConfig, epoch: int, run_dir: str) -> None:
+    marker = storage.join(run_dir, FAULT_MARKER)
+    if config.fail_once_at_epoch == epoch and storage.read_bytes(marker) is None:
+        storage.write_bytes(marker, b"")
+        raise RuntimeError(f"fault drill: rank 0 fails once at the end of epoch {epoch}")
+
+
+def _progress_line(record: dict, epochs: int) -> str:
+    return (
+        f"epoch {record['epoch']}/{epochs}  cat_loss {record['cat_loss']:.4f}  recon_loss {record['recon_loss']:.4f}  "
+        f"kl_loss {record['kl_loss']:.3f}  test_accuracy {record['test_accuracy']:.2%}  "
+        f"recon_accuracy {record['recon_accuracy']:.2%}  {record['images_per_second']:.0f} images/s"
+    )
+
+
+def _check_resumable(run_dir: str, config: TrainConfig) -> None:
+    saved = storage.read_bytes(storage.join(run_dir, CONFIG_FILE))
+    if saved is None:
+        return
+    before = json.loads(saved)["train"]
+    changed = sorted(k for k, v in config.to_dict().items() if before.get(k) != v and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise ValueError(
+            f"{run_dir} holds a run with a different recipe ({', '.join(changed)} differ); "
+            f"resume it with the same settings, or pick another --run-name"
+        )
+
+
+def _check_resources(config: TrainConfig) -> None:
+    """Fail now, not after waiting forever for workers that cannot be placed."""
+    resources = ray.cluster_resources()
+    needed = {"GPU" if config.use_gpu else "CPU": config.num_workers}
+    for kind, count in needed.items():
+        # A cluster's autoscaler may still add nodes; an embedded Ray has what it has.
+        if resources.get(kind, 0) < count and not os.environ.get("RAY_ADDRESS"):
+            raise ValueError(f"{config.num_workers} workers need {count} {kind}(s); this Ray cluster has {resources.get(kind, 0):g}")

@@ -1,0 +1,60 @@
+"""Fixtures in the real formats, made by the tests: the Kaggle CSV (with and without pandas' header)
+and MNIST IDX files (gzipped and raw) in torchvision's layout. Nothing here reads ../shared."""
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def make_letters(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images with a distinct pattern per row (so rows are tellable apart) and labels 0-25."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+    labels = (np.arange(count) % 26).astype(np.uint8)
+    return images, labels
+
+
+def write_kaggle_csv(path: Path, images: np.ndarray, labels: np.ndarray, header: bool = False) -> Path:
+    """The Kaggle format: label then 784 pixels per line; `header` adds pandas' re-saved header line."""
+    lines = []
+    if header:
+        lines.append(",".join(["0"] + [f"0.{i}" for i in range(1, 785)]))
+    for image, label in zip(images, labels):
+        lines.append(",".join(map(str, [int(label), *image.reshape(-1).tolist()])))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    payload = (0x800 | array.ndim).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape) + array.tobytes()
+    path.write_bytes(gzip.compress(payload) if path.name.endswith(".gz") else payload)
+
+
+def make_mnist_root(root: Path, train: int = 30, test: int = 12, gz: bool = True, seed: int = 1) -> dict:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    ext = ".gz" if gz else ""
+    arrays = {}
+    for split, prefix, count in (("train", "train", train), ("test", "t10k", test)):
+        images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+        labels = (np.arange(count) % 10).astype(np.uint8)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte{ext}", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte{ext}", labels)
+        arrays[split] = (images, labels)
+    return arrays
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One embedded Ray for the whole test session (starting Ray takes seconds)."""
+    import ray
+
+    from handvae.runtime import init_ray
+
+    init_ray(num_cpus=2)
+    yield
+    ray.shutdown()

@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from handvae.checkpoint import ModelFileError, load_model, load_model_and_metadata, save_model
+from handvae.model import VAE, VAEConfig
+
+
+def test_round_trip_rebuilds_from_the_file_alone(tmp_path):
+    config = VAEConfig(num_filters=8, num_latent=5)
+    model = VAE(config)
+    save_model(tmp_path / "m.pt", model, metadata={"epoch": 3})
+    loaded, metadata = load_model_and_metadata(tmp_path / "m.pt")
+    assert loaded.config == config and metadata == {"epoch": 3} and not loaded.training
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"], "no temporary file is left behind"
+
+
+def test_saves_the_module_inside_a_wrapper(tmp_path):
+    wrapper = torch.nn.Module()
+    wrapper.module = VAE(VAEConfig(num_filters=4))
+    save_model(tmp_path / "m.pt", wrapper)
+    assert load_model(tmp_path / "m.pt").config.num_filters == 4
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelFileError, match="not found"):
+        load_model(tmp_path / "absent.pt")
+
+
+def test_corrupt_file(tmp_path):
+    path = tmp_path / "m.pt"
+    save_model(path, VAE(VAEConfig(num_filters=4)))
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ModelFileError, match="not a readable"):
+        load_model(path)
+
+
+def test_arbitrary_pickles_are_not_executed(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('pwned')",))
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(ModelFileError):
+        load_model(path)
+
+
+def test_foreign_dict_and_wrong_shapes(tmp_path):
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(ModelFileError, match="not a handvae model"):
+        load_model(tmp_path / "foreign.pt")
+    save_model(tmp_path / "m.pt", VAE(VAEConfig(num_filters=4)))
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    payload["model_config"]["num_filters"] = 8
+    torch.save(payload, tmp_path / "m.pt")
+    with pytest.raises(ModelFileError, match="shape"):
+        load_model(tmp_path / "m.pt")
+    payload["model_config"]["num_filters"] = -1
+    torch.save(payload, tmp_path / "m.pt")
+    with pytest.raises(ModelFileError, match="invalid model_config"):
+        load_model(tmp_path / "m.pt")

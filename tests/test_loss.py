@@ -1,0 +1,43 @@
+import math
+
+import pytest
+import torch
+
+from handvae.loss import LossTerms, LossWeights, kl_divergence, loss_terms, total_loss
+
+
+def test_kl_by_hand():
+    # Per element: -0.5 * (1 + lv - m^2 - e^lv); batch of 2 -> sum / 2.
+    mean = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    log_var = torch.tensor([[0.0, math.log(2.0)], [0.0, 0.0]])
+    by_hand = -0.5 * ((1 + 0 - 1 - 1) + (1 + math.log(2.0) - 0 - 2) + (1 + 0 - 0 - 1) + (1 + 0 - 4 - 1)) / 2
+    assert kl_divergence(mean, log_var).item() == pytest.approx(by_hand)
+    assert kl_divergence(torch.zeros(4, 3), torch.zeros(4, 3)).item() == 0.0
+
+
+def test_terms_by_hand():
+    x = torch.tensor([[[[1.0, 0.0]]]])  # one 1x2 "image"
+    recon_logits = torch.tensor([[[[0.0, math.log(3.0)]]]])
+    y = torch.tensor([1])
+    y_logits = torch.tensor([[0.0, math.log(3.0)]])  # softmax = [1/4, 3/4]
+    terms = loss_terms(x, y, recon_logits, torch.zeros(1, 2), torch.zeros(1, 2), y_logits)
+    assert terms.cat.item() == pytest.approx(-math.log(0.75))
+    # Pixel 1: target 1, p = 0.5 -> log 2; pixel 2: target 0, p = 0.75 -> -log 0.25; mean over pixels.
+    assert terms.recon.item() == pytest.approx((math.log(2.0) - math.log(0.25)) / 2)
+    assert terms.kl.item() == 0.0
+
+
+def test_total_uses_the_seed_schedule():
+    terms = LossTerms(cat=torch.tensor(2.0), recon=torch.tensor(0.5), kl=torch.tensor(100.0))
+    assert total_loss(terms, LossWeights(), epoch=1).item() == pytest.approx(0.1 * 2 + 0.5 + 1 * 0.001 * 100)
+    assert total_loss(terms, LossWeights(), epoch=10).item() == pytest.approx(0.2 + 0.5 + 10 * 0.001 * 100)
+    assert total_loss(terms, LossWeights(cat_weight=1.0, kl_step=0.0), epoch=3).item() == pytest.approx(2.5)
+
+
+def test_bad_weights_and_epoch_are_rejected():
+    with pytest.raises(ValueError, match="cat_weight"):
+        LossWeights(cat_weight=-1)
+    with pytest.raises(ValueError, match="kl_step"):
+        LossWeights(kl_step=float("nan"))
+    with pytest.raises(ValueError, match="epoch"):
+        total_loss(LossTerms(torch.tensor(0.0), torch.tensor(0.0), torch.tensor(0.0)), LossWeights(), epoch=0)

@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from handvae.model import VAE, VAEConfig
+
+
+def test_shapes_follow_the_seed_architecture():
+    model = VAE(VAEConfig())
+    x = torch.rand(5, 1, 28, 28)
+    x_recon, z_mean, log_z_var, y_logits = model(x)
+    assert x_recon.shape == (5, 1, 28, 28)
+    assert z_mean.shape == log_z_var.shape == (5, 64)
+    assert y_logits.shape == (5, 36)
+    features = 32 * 7 * 7
+    assert model.classifier[0].in_features == features and model.classifier[2].out_features == 36
+    # The label branch takes the class count (the seed's text says num_latent_var: a typo).
+    assert model.label_to_features[0].in_features == 36
+    assert model.z_to_features.in_features == 64 and model.z_to_features.out_features == features
+
+
+def test_decode_applies_softmax_to_the_class_input():
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(num_filters=4, num_latent=3)).eval()
+    z = torch.randn(2, 3)
+    logits = torch.randn(2, 36)
+    # Softmax is shift-invariant: adding a constant to the logits must not change the image.
+    assert torch.allclose(model.decode(z, logits), model.decode(z, logits + 7.0), atol=1e-5)
+
+
+def test_sample_is_the_reparameterisation():
+    mean, log_var = torch.tensor([[1.0, -2.0]]), torch.tensor([[0.0, 2.0 * torch.log(torch.tensor(3.0))]])
+    gen = torch.Generator().manual_seed(3)
+    eps = torch.randn((1, 2), generator=torch.Generator().manual_seed(3))
+    z = VAE.sample(mean, log_var, generator=gen)
+    assert torch.allclose(z, mean + torch.tensor([[1.0, 3.0]]) * eps)
+
+
+def test_gradients_reach_every_parameter():
+    model = VAE(VAEConfig(num_filters=4, num_latent=3))
+    x_recon, z_mean, log_z_var, y_logits = model(torch.rand(3, 1, 28, 28))
+    (x_recon.sum() + z_mean.sum() + log_z_var.sum() + y_logits.sum()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("field,value", [("input_size", 30), ("num_filters", 0), ("num_latent", -1), ("num_classes", 2.5), ("input_size", True)])
+def test_config_rejects_bad_sizes(field, value):
+    with pytest.raises(ValueError, match=field):
+        VAEConfig(**{field: value})
+
+
+def test_other_input_sizes_work():
+    model = VAE(VAEConfig(input_size=32, num_filters=4))
+    assert model(torch.rand(2, 1, 32, 32))[0].shape == (2, 1, 32, 32)
