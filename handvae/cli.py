@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from handvae.checkpoint import ModelFileError
+from handvae.config import ConfigError
 from handvae.data.errors import DataError
 from handvae.labels import CHARSET
 
@@ -23,7 +24,7 @@ Download = Annotated[bool, typer.Option("--download", help="Fetch MNIST into --m
 Prepared = Annotated[Optional[str], typer.Option("--prepared", help="A folder written by `handvae prepare` (instead of raw sources).")]
 SplitSeed = Annotated[int, typer.Option("--split-seed", help="Seed of the letters' 80/20 train/test split.")]
 
-USER_ERRORS = (DataError, ModelFileError)
+USER_ERRORS = (DataError, ModelFileError, ConfigError)
 
 
 def user_error(exc: BaseException) -> BaseException | None:
@@ -141,10 +142,7 @@ def train(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, num_workers=num_workers, use_gpu=use_gpu,
         bf16=bf16, seed=seed, checkpoint_every=checkpoint_every, max_failures=max_failures,
     )
-    try:
-        config = resolve_config(preset, config_file, overrides)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    config = resolve_config(preset, config_file, overrides)
     sources = _sources(letters_csv, mnist_dir, download, prepared, split_seed)
     run_name = run_name or datetime.now().strftime("train-%Y%m%d-%H%M%S")
     result = run_training(config, sources, run_name, storage_path)

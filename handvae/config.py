@@ -14,9 +14,13 @@ from handvae.loss import LossWeights
 from handvae.model import VAEConfig
 
 
+class ConfigError(ValueError):
+    """A training setting that cannot work; raised before any worker starts."""
+
+
 def _require(name, value, kind, check, expected):
     if isinstance(value, bool) or not isinstance(value, kind) or not check(value):
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
+        raise ConfigError(f"{name} must be {expected}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -56,9 +60,9 @@ class TrainConfig:
         _require("learning_rate", self.learning_rate, (int, float), lambda v: 0 < v < 1, "a number in (0, 1)")
         for name in ("use_gpu", "bf16", "tensorboard"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.bf16 and not self.use_gpu:
-            raise ValueError("bf16 autocast needs use_gpu")
+            raise ConfigError("bf16 autocast needs use_gpu")
         if self.fail_once_at_epoch is not None:
             _require("fail_once_at_epoch", self.fail_once_at_epoch, int, lambda v: 1 <= v <= self.epochs, f"an epoch 1-{self.epochs}")
 
@@ -72,18 +76,28 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"unknown config keys {unknown}; known: {sorted(known)}")
         updates = dict(values)
         for name, kind in (("model", VAEConfig), ("loss", LossWeights)):
             if name in updates:
                 nested = updates[name]
                 if not isinstance(nested, dict):
-                    raise ValueError(f"config key {name!r} must be a table of {[f.name for f in fields(kind)]}")
+                    raise ConfigError(f"config key {name!r} must be a table of {[f.name for f in fields(kind)]}")
                 allowed = {f.name for f in fields(kind)}
                 if set(nested) - allowed:
-                    raise ValueError(f"unknown {name} keys {sorted(set(nested) - allowed)}; known: {sorted(allowed)}")
-                updates[name] = replace(getattr(base, name), **nested)
-        return replace(base, **updates)
+                    raise ConfigError(f"unknown {name} keys {sorted(set(nested) - allowed)}; known: {sorted(allowed)}")
+                updates[name] = _build(replace, getattr(base, name), **nested)
+        return _build(replace, base, **updates)
+
+
+def _build(factory, *args, **kwargs):
+    """Model and loss configs validate themselves with ValueError; report those as config errors too."""
+    try:
+        return factory(*args, **kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
 
 
 PRESETS: dict[str, TrainConfig] = {
@@ -96,7 +110,7 @@ DEFAULT_PRESET = "seed"
 def resolve_config(preset: str = DEFAULT_PRESET, config_file: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Preset, then the file, then flags (None values in overrides mean "not given")."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; presets: {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset {preset!r}; presets: {sorted(PRESETS)}")
     config = PRESETS[preset]
     if config_file:
         config = TrainConfig.from_dict(load_config_file(config_file), base=config)
@@ -107,14 +121,14 @@ def resolve_config(preset: str = DEFAULT_PRESET, config_file: str | None = None,
 def load_config_file(path: str) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
-        raise ValueError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: config file not found")
     try:
         if file.suffix == ".json":
             values = json.loads(file.read_text())
         else:
             values = tomllib.loads(file.read_text())
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"{path}: not valid {'JSON' if file.suffix == '.json' else 'TOML'}: {exc}") from exc
+        raise ConfigError(f"{path}: not valid {'JSON' if file.suffix == '.json' else 'TOML'}: {exc}") from exc
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a table of config keys")
+        raise ConfigError(f"{path}: expected a table of config keys")
     return values

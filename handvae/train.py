@@ -32,7 +32,7 @@ from ray.train.torch import TorchTrainer
 
 from handvae import storage
 from handvae.checkpoint import save_model
-from handvae.config import TrainConfig
+from handvae.config import ConfigError, TrainConfig
 from handvae.data.datasets import DataSources, read_split, training_columns
 from handvae.engine import epoch_figures, evaluate, train_epoch
 from handvae.model import VAE
@@ -63,6 +63,9 @@ def run_training(config: TrainConfig, sources: DataSources, run_name: str, stora
     _check_resources(config)
     storage.write_bytes(storage.join(run_dir, CONFIG_FILE), json.dumps({"train": config.to_dict(), "data": sources.describe()}, indent=2).encode())
 
+    # Read and validated once, here: bad data fails before any worker starts, and workers fetch
+    # blocks from the object store instead of each re-running the readers.
+    datasets = {split: training_columns(read_split(sources, split)).materialize() for split in ("train", "test")}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": config.to_dict(), "run_dir": run_dir},
@@ -74,7 +77,7 @@ def run_training(config: TrainConfig, sources: DataSources, run_name: str, stora
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
-        datasets={"train": training_columns(read_split(sources, "train")), "test": training_columns(read_split(sources, "test"))},
+        datasets=datasets,
         # Every worker gets every row; the worker loop takes its slice (see the module docstring).
         dataset_config=DataConfig(datasets_to_split=[]),
     )
@@ -219,4 +222,4 @@ def _check_resources(config: TrainConfig) -> None:
     for kind, count in needed.items():
         # A cluster's autoscaler may still add nodes; an embedded Ray has what it has.
         if resources.get(kind, 0) < count and not os.environ.get("RAY_ADDRESS"):
-            raise ValueError(f"{config.num_workers} workers need {count} {kind}(s); this Ray cluster has {resources.get(kind, 0):g}")
+            raise ConfigError(f"{config.num_workers} workers need {count} {kind}(s); this Ray cluster has {resources.get(kind, 0):g}")

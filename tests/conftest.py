@@ -8,11 +8,17 @@ import numpy as np
 import pytest
 
 
-def make_letters(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Images with a distinct pattern per row (so rows are tellable apart) and labels 0-25."""
+def make_letters(count: int, seed: int = 0, learnable: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Labels 0-25 and an image per row: random noise (rows are tellable apart), or, with
+    `learnable`, a class-specific stroke plus a little noise, which a model can learn to tell apart."""
     rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
     labels = (np.arange(count) % 26).astype(np.uint8)
+    if not learnable:
+        return rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8), labels
+    images = rng.integers(0, 40, size=(count, 28, 28), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        row, col = 2 + label % 13 * 2, 2 + label // 13 * 12
+        images[i, row : row + 3, col : col + 12] = 255
     return images, labels
 
 
@@ -55,6 +61,6 @@ def ray_local():
 
     from handvae.runtime import init_ray
 
-    init_ray(num_cpus=2)
+    init_ray()
     yield
     ray.shutdown()

@@ -1,0 +1,113 @@
+"""The training job on Ray Train with 2 CPU workers: completes, learns, checkpoints, resumes exactly,
+survives a failed worker, and rejects bad settings before any worker starts."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from conftest import make_letters, write_kaggle_csv
+from typer.testing import CliRunner
+
+from handvae.checkpoint import load_model_and_metadata
+from handvae.cli import app
+from handvae.config import TrainConfig
+from handvae.data.datasets import DataSources
+from handvae.model import VAEConfig
+from handvae.train import run_training
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+EPOCHS = 3
+METRIC_KEYS = {"epoch", "cat_loss", "recon_loss", "kl_loss", "test_accuracy", "recon_accuracy", "images_per_second"}
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    images, labels = make_letters(416, learnable=True)
+    csv = write_kaggle_csv(tmp_path_factory.mktemp("data") / "az.csv", images, labels)
+    return DataSources(letters_csv=str(csv))
+
+
+@pytest.fixture(scope="module")
+def config():
+    return TrainConfig(epochs=EPOCHS, batch_size=16, num_workers=2, learning_rate=3e-3, model=VAEConfig(num_filters=8, num_latent=4))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(sources, config, tmp_path_factory):
+    return run_training(config, sources, "straight", str(tmp_path_factory.mktemp("runs")))
+
+
+def weights(model_path):
+    return load_model_and_metadata(model_path)[0].state_dict()
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_two_workers_learn_and_write_one_record_per_epoch(uninterrupted):
+    lines = open(f"{uninterrupted.run_dir}/metrics.jsonl").read().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    for record in records:
+        assert METRIC_KEYS <= set(record)
+        assert record["images_per_second"] > 0 and 0 <= record["test_accuracy"] <= 1
+        # Every test image counts once; an epoch leaves out at most (workers - 1) training images.
+        assert 416 - 1 <= record["train_images"] + record["test_images"] <= 416
+        assert record["train_images"] % 2 == 0
+    assert records[-1]["recon_loss"] < records[0]["recon_loss"]
+    assert records[-1]["cat_loss"] < records[0]["cat_loss"]
+    saved = json.loads(open(f"{uninterrupted.run_dir}/config.json").read())
+    assert saved["train"]["epochs"] == EPOCHS and saved["data"]["letters_csv"].endswith("az.csv")
+
+
+def test_model_file_round_trips(uninterrupted, config):
+    model, metadata = load_model_and_metadata(uninterrupted.model_path)
+    assert model.config == config.model and metadata["epoch"] == EPOCHS and metadata["run_name"] == "straight"
+    x = torch.rand(2, 1, 28, 28)
+    assert model(x)[0].shape == (2, 1, 28, 28)
+
+
+def test_stopped_after_epoch_2_resumes_at_epoch_3_with_the_same_weights(sources, config, uninterrupted, tmp_path, capfd):
+    storage = str(tmp_path)
+    run_training(replace(config, epochs=2), sources, "resumed", storage)
+    capfd.readouterr()
+    result = run_training(config, sources, "resumed", storage)
+    printed = capfd.readouterr().out
+    assert "epoch 3/3" in printed and "epoch 1/3" not in printed and "epoch 2/3" not in printed
+    assert [r["epoch"] for r in result.metrics] == [1, 2, 3]
+    assert_same_weights(weights(result.model_path), weights(uninterrupted.model_path))
+
+
+def test_a_worker_that_fails_once_is_retried_from_the_checkpoint(sources, config, uninterrupted, tmp_path):
+    result = run_training(replace(config, fail_once_at_epoch=2, max_failures=1), sources, "faulty", str(tmp_path))
+    assert (tmp_path / "faulty" / ".fault-drill-done").exists()
+    assert [r["epoch"] for r in result.metrics] == [1, 2, 3]
+    lines = (tmp_path / "faulty" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    assert_same_weights(weights(result.model_path), weights(uninterrupted.model_path))
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--batch-size", "0"], "batch_size must be an integer >= 1"),
+        (["--learning-rate", "2"], "learning_rate must be a number in (0, 1)"),
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--num-workers", "64"], "64 workers need 64 CPU(s)"),
+    ],
+)
+def test_bad_settings_fail_before_any_worker_starts(tmp_path, flags, message):
+    result = CliRunner().invoke(app, ["train", "--storage-path", str(tmp_path), "--run-name", "bad", *flags])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "bad" / "metrics.jsonl").exists()
+
+
+def test_resuming_with_another_recipe_is_refused(sources, config, uninterrupted):
+    storage, name = uninterrupted.run_dir.rsplit("/", 1)
+    with pytest.raises(ValueError, match="different recipe \\(batch_size differ"):
+        run_training(replace(config, batch_size=32), sources, name, storage)
