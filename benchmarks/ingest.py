@@ -150,7 +150,7 @@ def worker_seed(path: str, result: dict) -> None:
 def _iterate_ray(ds, result: dict) -> None:
     import torch
 
-    from handvae.data.records import model_inputs
+    from handvae.engine import model_inputs
 
     rows = 0
     first = None
@@ -172,6 +172,7 @@ def worker_ray(path: str, result: dict, chunk_bytes: int | None) -> None:
     t0 = time.perf_counter()
     init_ray()
     t_init = time.perf_counter()
+    result["ray_cpus"] = ray.cluster_resources().get("CPU")
     ds = read_split(DataSources(letters_csv=path, csv_chunk_bytes=chunk_bytes), None)
     t_plan = time.perf_counter()
     _iterate_ray(ds, result)
@@ -200,6 +201,7 @@ def worker_prepare(path: str, result: dict, out_dir: str, chunk_bytes: int | Non
     t0 = time.perf_counter()
     init_ray()
     t_init = time.perf_counter()
+    result["ray_cpus"] = ray.cluster_resources().get("CPU")
     manifest = prepare(DataSources(letters_csv=path, csv_chunk_bytes=chunk_bytes), out_dir, overwrite=True)
     t1 = time.perf_counter()
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out_dir) for f in fs)
@@ -216,7 +218,9 @@ def worker_prepared_read(out_dir: str, result: dict) -> None:
     t0 = time.perf_counter()
     init_ray()
     t_init = time.perf_counter()
+    result["ray_cpus"] = ray.cluster_resources().get("CPU")
     ds = read_split(DataSources(prepared_dir=out_dir), None)
+    result["parquet_files"] = sum(f.endswith(".parquet") for _, _, fs in os.walk(out_dir) for f in fs)
     _iterate_ray(ds, result)
     t1 = time.perf_counter()
     result.update(seconds=t1 - t_init, seconds_with_startup=t1 - t0, ray_init_s=t_init - t0, first_batch_s=result.pop("first_batch_at") - t_init)
@@ -420,6 +424,10 @@ def main() -> None:
     chunk = ["--chunk-bytes", str(a.csv_chunk_bytes)] if a.csv_chunk_bytes else []
     prepared = os.path.join(a.work_dir, "prepared")
 
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    git = lambda *args: subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True).stdout.strip()  # noqa: E731
+    code = {"commit": git("rev-parse", "--short", "HEAD"), "dirty": git("status", "--porcelain", "--", "handvae").splitlines()}
+    print(f"[code] handvae at {code['commit']}" + (f", uncommitted changes in {len(code['dirty'])} file(s) under handvae/" if code["dirty"] else ""))
     runs = {}
     if "seed" not in a.skip:
         runs["seed"] = run_measured(["seed", full], a.sample_every, "seed")
@@ -449,6 +457,11 @@ def main() -> None:
         if seed and "seconds_with_startup" in r:
             speed = f"{seed['seconds'] / r['seconds']:.2f}x/{seed['seconds'] / r['seconds_with_startup']:.2f}x".rjust(13)
         print(f"{names[key]:<34} {r['rows']:>9,} {r['seconds']:8.1f} {with_init} {r['peak_pss_mb']:8,.0f} {speed:>13} {mem:>11}")
+    ray_cpus = {r.get("ray_cpus") for r in runs.values()} - {None}
+    if ray_cpus:
+        print(f"Ray logical CPUs (init_ray default): {', '.join(f'{c:g}' for c in sorted(ray_cpus))} on {os.cpu_count()} cores")
+    if "prepared_read" in runs:
+        print(f"prepared folder: {runs['prepared_read'].get('parquet_files')} parquet files, {runs['prepare'].get('prepared_bytes', 0) / 1e6:,.0f} MB")
     print("(speed vs seed: seed seconds / path seconds, without/with Ray start-up; mem vs seed: path peak / seed peak)")
     if seed:
         print(f"seed read {seed['rows']:,} rows: pandas took line 1 as a header, so one row of the {a.rows:,} is lost")
@@ -476,7 +489,7 @@ def main() -> None:
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
         with open(a.out, "w") as f:
             json.dump({"file": file_info, "resampled": True, "real_csv": a.csv, "cpus": os.cpu_count(), "batch_size": BATCH,
-                       "runs": runs, "targets": {"speedup": TARGET_SPEEDUP, "memory_ratio": TARGET_MEMORY}, "verdicts": verdicts}, f, indent=2)
+                       "code": code, "runs": runs, "targets": {"speedup": TARGET_SPEEDUP, "memory_ratio": TARGET_MEMORY}, "verdicts": verdicts}, f, indent=2)
         print(f"wrote {a.out}")
 
 

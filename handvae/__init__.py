@@ -1,17 +1,26 @@
-"""handvae: distributed training and batch generation of handwritten characters with a supervised VAE."""
+"""handvae: distributed training and batch generation of handwritten characters with a supervised VAE.
 
-from handvae.checkpoint import ModelFileError, load_model, save_model
-from handvae.labels import CHARSET, NUM_CLASSES, char_to_label, label_to_char
-from handvae.model import VAE, VAEConfig
+Names are imported on first use: Ray worker processes import `handvae.runtime` at start-up, and
+data workers should not pay for importing torch.
+"""
 
-__all__ = [
-    "CHARSET",
-    "NUM_CLASSES",
-    "VAE",
-    "VAEConfig",
-    "ModelFileError",
-    "char_to_label",
-    "label_to_char",
-    "load_model",
-    "save_model",
-]
+import importlib
+
+_EXPORTS = {
+    "CHARSET": "handvae.labels",
+    "NUM_CLASSES": "handvae.labels",
+    "char_to_label": "handvae.labels",
+    "label_to_char": "handvae.labels",
+    "VAE": "handvae.model",
+    "VAEConfig": "handvae.model",
+    "ModelFileError": "handvae.checkpoint",
+    "load_model": "handvae.checkpoint",
+    "save_model": "handvae.checkpoint",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'handvae' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -129,6 +129,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every")] = None,
     max_failures: Annotated[Optional[int], typer.Option("--max-failures")] = None,
+    tensorboard: Annotated[Optional[bool], typer.Option("--tensorboard/--no-tensorboard", show_default=False, help="Scalars in RUN/tensorboard.")] = None,
     run_name: Annotated[Optional[str], typer.Option("--run-name", help="Same name and storage again: resume.")] = None,
     storage_path: Annotated[str, typer.Option("--storage-path", help="Local folder or URI for run folders.")] = "runs",
 ):
@@ -140,7 +141,7 @@ def train(
 
     overrides = dict(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, num_workers=num_workers, use_gpu=use_gpu,
-        bf16=bf16, seed=seed, checkpoint_every=checkpoint_every, max_failures=max_failures,
+        bf16=bf16, seed=seed, checkpoint_every=checkpoint_every, max_failures=max_failures, tensorboard=tensorboard,
     )
     config = resolve_config(preset, config_file, overrides)
     sources = _sources(letters_csv, mnist_dir, download, prepared, split_seed)

@@ -9,8 +9,14 @@ import contextlib
 
 import torch
 
-from handvae.data.records import model_inputs
 from handvae.loss import LossWeights, loss_terms, total_loss
+
+
+def model_inputs(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (B, 28, 28) and labels (B,) -> float images (B, 1, 28, 28) in [0, 1] and int64 labels,
+    what the seed's ToTensor() gives the model."""
+    return images.unsqueeze(1).float().div_(255.0), labels.long()
+
 
 TRAIN_SUMS = ("images", "cat_loss", "recon_loss", "kl_loss")
 EVAL_SUMS = ("images", "correct", "recon_correct_pixels", "pixels", "cat_loss", "recon_loss", "kl_loss")

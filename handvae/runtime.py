@@ -14,11 +14,16 @@ _QUIET_ENV = {
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # otherwise every worker print() shows twice
     "RAY_DATA_LOG_LEVEL": "ERROR",  # "Starting execution of Dataset ..." and execution plans
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",  # an error line per worker on machines that are not preemptible
+    # Ray's parquet reader otherwise starts 32 actors just to read file footers: gigabytes on a
+    # small machine, for the handful of files `handvae prepare` writes.
+    "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "2",
 }
 
 
-def init_ray(num_cpus: int | None = None) -> None:
-    """Start or join Ray once per process."""
+def init_ray(extra_cpus: int = 0) -> None:
+    """Start or join Ray once per process. An embedded Ray gets the machine's cores plus
+    `extra_cpus` logical CPUs: training workers hold one CPU each, and Ray Data's tasks need
+    CPUs beside them, or the data waits forever for a free CPU."""
     if ray.is_initialized():
         return
     for key, value in _QUIET_ENV.items():
@@ -27,10 +32,8 @@ def init_ray(num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
-        # Two more logical CPUs than cores: training workers hold one CPU each, and Ray Data's read
-        # tasks need CPUs beside them, or the first epoch waits forever for its data.
         ray.init(
-            num_cpus=num_cpus or (os.cpu_count() or 1) + 2,
+            num_cpus=(os.cpu_count() or 1) + extra_cpus,
             include_dashboard=False,  # `ray job submit` brings its own cluster and dashboard
             logging_level=logging.WARNING,
             runtime_env={"worker_process_setup_hook": "handvae.runtime.quiet_worker"},
@@ -38,6 +41,9 @@ def init_ray(num_cpus: int | None = None) -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
+    # A DataError raised in a map_batches function reaches the caller as itself (with its file and
+    # row), not as a bare "UDF failed" whose cause is lost on the way back from the worker.
+    context.raise_original_map_exception = True
     logger = logging.getLogger("ray.data")
     logger.setLevel(logging.WARNING)
     logger.addFilter(_drop_user_error_traces)

@@ -59,7 +59,8 @@ def run_training(config: TrainConfig, sources: DataSources, run_name: str, stora
     storage_path = storage.absolute(storage_path)
     run_dir = storage.join(storage_path, run_name)
     _check_resumable(run_dir, config)
-    init_ray()
+    _check_tensorboard(config, run_dir)
+    init_ray(extra_cpus=config.num_workers)
     _check_resources(config)
     storage.write_bytes(storage.join(run_dir, CONFIG_FILE), json.dumps({"train": config.to_dict(), "data": sources.describe()}, indent=2).encode())
 
@@ -128,6 +129,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             flush=True,
         )
 
+    scalars = _tensorboard_writer(run_dir) if config.tensorboard and rank == 0 else None
     for epoch in range(start_epoch, config.epochs + 1):
         permutation = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
         order = permutation[rank : per_rank * world : world].to(device)
@@ -142,6 +144,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if rank == 0:
             print(_progress_line(record, config.epochs), flush=True)
             storage.write_bytes(storage.join(run_dir, METRICS_FILE), "".join(json.dumps(r) + "\n" for r in history).encode())
+            if scalars:
+                for name, value in record.items():
+                    scalars.add_scalar(name, value, epoch)
+                scalars.flush()
             _fault_drill(config, epoch, run_dir)
         if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
             _report_with_checkpoint(record, rank, model, optimizer, epoch, config, history)
@@ -213,6 +219,23 @@ def _check_resumable(run_dir: str, config: TrainConfig) -> None:
             f"{run_dir} holds a run with a different recipe ({', '.join(changed)} differ); "
             f"resume it with the same settings, or pick another --run-name"
         )
+
+
+def _check_tensorboard(config: TrainConfig, run_dir: str) -> None:
+    if not config.tensorboard:
+        return
+    if "://" in run_dir:
+        raise ConfigError("tensorboard scalars are written to a local run folder; use a local --storage-path")
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ConfigError("tensorboard is not installed: pip install 'handvae[tensorboard]'") from None
+
+
+def _tensorboard_writer(run_dir: str):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=os.path.join(run_dir, "tensorboard"))
 
 
 def _check_resources(config: TrainConfig) -> None:

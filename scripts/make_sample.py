@@ -15,9 +15,8 @@ import shutil
 import numpy as np
 import pyarrow.parquet as pq
 import typer
-from ray.data.block import BlockAccessor
 
-from handvae.data.datasets import MANIFEST, SUCCESS_MARKER, DataSources, read_split, sample_dir
+from handvae.data.datasets import MANIFEST, SUCCESS_MARKER, DataSources, pack_images, read_split, sample_dir
 from handvae.data.records import SPLITS, select
 from handvae.labels import NUM_CLASSES
 from handvae.runtime import init_ray
@@ -38,7 +37,7 @@ def main(letters_csv: str = typer.Option(...), mnist_dir: str = typer.Option(...
         chosen = select(batch, np.sort(keep))
         chosen["source"] = np.array([os.path.basename(s) for s in chosen["source"]], dtype=object)
         os.makedirs(os.path.join(out, split))
-        pq.write_table(BlockAccessor.batch_to_block(chosen), os.path.join(out, split, "part-0.parquet"), compression="zstd")
+        pq.write_table(pack_images(chosen), os.path.join(out, split, "part-0.parquet"), compression="zstd")
         counts[split] = len(chosen["label"])
     with open(os.path.join(out, MANIFEST), "w") as f:
         json.dump({"sources": {"letters_csv": "A_Z Handwritten Data.csv (Kaggle)", "mnist": "MNIST IDX"}, "rows": counts}, f, indent=2)

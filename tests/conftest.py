@@ -61,6 +61,6 @@ def ray_local():
 
     from handvae.runtime import init_ray
 
-    init_ray()
+    init_ray(extra_cpus=2)  # room for 2 training workers beside the data tasks
     yield
     ray.shutdown()

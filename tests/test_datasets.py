@@ -81,6 +81,18 @@ def test_prepare_round_trips_and_never_leaves_a_partial_folder(raw_sources, tmp_
     assert not list(tmp_path.glob("never*")), "a failed prepare leaves nothing behind"
 
 
+def test_a_prepared_folder_with_foreign_images_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "_SUCCESS").touch()
+    table = pa.table({"image": pa.array([b"\x00" * 10]), "label": pa.array([1], pa.uint8()), "source": ["x"], "row": [0], "split": ["train"]})
+    pq.write_table(table, tmp_path / "train" / "part-0.parquet")
+    with pytest.raises(DataError, match=r"image column is binary with 0 nulls; expected fixed_size_binary\[784\]"):
+        summarize(read_split(DataSources(prepared_dir=str(tmp_path)), "train"))
+
+
 def test_bundled_sample_has_every_class(ray_local):
     summary = summarize(read_split(DataSources(), None))
     for split, per_class in (("train", 80), ("test", 20)):

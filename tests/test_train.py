@@ -35,7 +35,7 @@ def config():
 
 @pytest.fixture(scope="module")
 def uninterrupted(sources, config, tmp_path_factory):
-    return run_training(config, sources, "straight", str(tmp_path_factory.mktemp("runs")))
+    return run_training(replace(config, tensorboard=True), sources, "straight", str(tmp_path_factory.mktemp("runs")))
 
 
 def weights(model_path):
@@ -60,6 +60,9 @@ def test_two_workers_learn_and_write_one_record_per_epoch(uninterrupted):
         assert record["train_images"] % 2 == 0
     assert records[-1]["recon_loss"] < records[0]["recon_loss"]
     assert records[-1]["cat_loss"] < records[0]["cat_loss"]
+    import glob
+
+    assert glob.glob(f"{uninterrupted.run_dir}/tensorboard/events.out.tfevents*")
     saved = json.loads(open(f"{uninterrupted.run_dir}/config.json").read())
     assert saved["train"]["epochs"] == EPOCHS and saved["data"]["letters_csv"].endswith("az.csv")
 

@@ -11,7 +11,6 @@ A batch of records is a dict of numpy arrays:
 import os
 
 import numpy as np
-import torch
 import pyarrow.fs as pafs
 
 from handvae.data.errors import DataError
@@ -70,8 +69,3 @@ def require_file(fs: pafs.FileSystem, path: str, what: str) -> int:
         raise DataError(f"{path}: {what} not found")
     return info.size
 
-
-def model_inputs(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images (B, 28, 28) and labels (B,) -> float images (B, 1, 28, 28) in [0, 1] and int64 labels,
-    what the seed's ToTensor() gives the model."""
-    return images.unsqueeze(1).float().div_(255.0), labels.long()
