@@ -6,6 +6,7 @@
 """
 
 import functools
+import os
 import sys
 from typing import Annotated, Optional
 
@@ -130,6 +131,7 @@ def train(
     checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every")] = None,
     max_failures: Annotated[Optional[int], typer.Option("--max-failures")] = None,
     tensorboard: Annotated[Optional[bool], typer.Option("--tensorboard/--no-tensorboard", show_default=False, help="Scalars in RUN/tensorboard.")] = None,
+    report: Annotated[Optional[bool], typer.Option("--report/--no-report", show_default=False, help="Evaluation report in RUN/report at the end (on by default).")] = None,
     run_name: Annotated[Optional[str], typer.Option("--run-name", help="Same name and storage again: resume.")] = None,
     storage_path: Annotated[str, typer.Option("--storage-path", help="Local folder or URI for run folders.")] = "runs",
 ):
@@ -141,7 +143,7 @@ def train(
 
     overrides = dict(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, num_workers=num_workers, use_gpu=use_gpu,
-        bf16=bf16, seed=seed, checkpoint_every=checkpoint_every, max_failures=max_failures, tensorboard=tensorboard,
+        bf16=bf16, seed=seed, checkpoint_every=checkpoint_every, max_failures=max_failures, tensorboard=tensorboard, report=report,
     )
     config = resolve_config(preset, config_file, overrides)
     sources = _sources(letters_csv, mnist_dir, download, prepared, split_seed)
@@ -151,7 +153,75 @@ def train(
     typer.echo(
         f"done: epoch {last['epoch']}, test accuracy {last['test_accuracy']:.2%}, reconstruction accuracy "
         f"{last['recon_accuracy']:.2%}\nrun folder: {result.run_dir}\nmodel: {result.model_path}"
+        + (f"\nreport: {result.run_dir}/report/report.md" if config.report else "")
     )
+
+
+@app.command()
+@reports_user_errors
+def evaluate(
+    model: Annotated[str, typer.Option("--model", help="A model file written by `handvae train`.")],
+    out: Annotated[str, typer.Option("--out", help="Report folder: metrics.json, PNG plots, report.md.")],
+    letters_csv: LettersCsv = None,
+    mnist_dir: MnistDir = None,
+    download: Download = False,
+    prepared: Prepared = None,
+    split_seed: SplitSeed = 0,
+    split: Annotated[str, typer.Option("--split", help="train or test.")] = "test",
+    num_workers: Annotated[Optional[int], typer.Option("--num-workers", help="Model actors (default: one per CPU but one).")] = None,
+    use_gpu: Annotated[bool, typer.Option("--use-gpu", help="One GPU per model actor.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the posterior samples and the alphabet styles.")] = 0,
+):
+    """The seed's accuracy figures and plots for a model on a split, as a report folder."""
+    from handvae.evaluate import EvalOptions, run_evaluation
+
+    sources = _sources(letters_csv, mnist_dir, download, prepared, split_seed)
+    report = run_evaluation(model, sources, out, EvalOptions(split=split, num_workers=num_workers, use_gpu=use_gpu, seed=seed))
+    typer.echo(
+        f"{report['images']:,} {split} images: accuracy {report['accuracy']:.2%}, mean per-class accuracy "
+        f"{report['mean_per_class_accuracy']:.2%}, reconstruction accuracy {report['recon_accuracy']:.2%}"
+    )
+    for source, figures in report["by_source"].items():
+        typer.echo(f"  {figures['images']:>7,} images  accuracy {figures['accuracy']:.2%}  {source}")
+    typer.echo(f"report: {os.path.join(os.path.abspath(out), 'report.md')}")
+
+
+@app.command()
+@reports_user_errors
+def generate(
+    model: Annotated[str, typer.Option("--model", help="A model file written by `handvae train`.")],
+    out: Annotated[str, typer.Option("--out", help="Output folder: part-*.parquet, sheet.png, manifest.json, _SUCCESS.")],
+    letters_csv: LettersCsv = None,
+    mnist_dir: MnistDir = None,
+    download: Download = False,
+    prepared: Prepared = None,
+    split_seed: SplitSeed = 0,
+    split: Annotated[str, typer.Option("--split", help="The split whose images give the styles.")] = "test",
+    style_images: Annotated[Optional[list[str]], typer.Option("--style-images", help="Image files of one's own handwriting, one character each (repeat the flag).")] = None,
+    num_styles: Annotated[Optional[int], typer.Option("--num-styles", help="Styles drawn at random by the seed (default: all).")] = None,
+    chars: Annotated[str, typer.Option("--chars", help="Characters to draw in each style.")] = CHARSET,
+    text: Annotated[Optional[str], typer.Option("--text", help="A line of text (0-9, A-Z, spaces) to write in each style, instead of --chars.")] = None,
+    samples_per_style: Annotated[int, typer.Option("--samples-per-style", help="Draws from each style's posterior.")] = 1,
+    randomness: Annotated[float, typer.Option("--randomness", help="Scales the posterior's spread; 0 draws the mean style.")] = 1.0,
+    average: Annotated[int, typer.Option("--average", help="Posterior draws averaged into one style.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed and inputs, identical output.")] = 0,
+    num_workers: Annotated[Optional[int], typer.Option("--num-workers", help="Model actors (default: one per CPU but one).")] = None,
+    use_gpu: Annotated[bool, typer.Option("--use-gpu", help="One GPU per model actor.")] = False,
+):
+    """Draw characters in the styles of handwriting samples, as a parquet data set."""
+    from handvae.generate import GenerateOptions, run_generation
+
+    if text is not None and chars != CHARSET:
+        raise DataError("give --chars or --text, not both")
+    sources = _sources(letters_csv, mnist_dir, download, prepared, split_seed)
+    if style_images and not sources.is_sample:
+        raise DataError("give --style-images or data flags for the styles, not both")
+    options = GenerateOptions(
+        chars=chars, text=text, split=split, style_images=tuple(style_images or ()), num_styles=num_styles,
+        samples_per_style=samples_per_style, randomness=randomness, average=average, seed=seed, num_workers=num_workers, use_gpu=use_gpu,
+    )
+    manifest = run_generation(model, sources, out, options)
+    typer.echo(f"wrote {manifest['rows']:,} images in {manifest['styles']:,} styles to {os.path.abspath(out)} (contact sheet: sheet.png)")
 
 
 def main() -> None:  # pragma: no cover - for `python -m handvae.cli`

@@ -45,6 +45,8 @@ class TrainConfig:
     """Times a failed worker group is restarted from the latest checkpoint."""
     tensorboard: bool = False
     """Also write the per-epoch figures as TensorBoard scalars in the run folder."""
+    report: bool = True
+    """At the end, evaluate the final model on the test split into RUN/report (`handvae evaluate`'s report)."""
     model: VAEConfig = field(default_factory=VAEConfig)
     """Model sizes."""
     loss: LossWeights = field(default_factory=LossWeights)
@@ -58,7 +60,7 @@ class TrainConfig:
         _require("max_failures", self.max_failures, int, lambda v: v >= 0, "an integer >= 0")
         _require("seed", self.seed, int, lambda v: v >= 0, "an integer >= 0")
         _require("learning_rate", self.learning_rate, (int, float), lambda v: 0 < v < 1, "a number in (0, 1)")
-        for name in ("use_gpu", "bf16", "tensorboard"):
+        for name in ("use_gpu", "bf16", "tensorboard", "report"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.bf16 and not self.use_gpu:

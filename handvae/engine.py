@@ -6,10 +6,13 @@ Each function returns sums (not means) as one float64 tensor, so ranks can all-r
 """
 
 import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from handvae.loss import LossWeights, loss_terms, total_loss
+from handvae.loss import LossTerms, LossWeights, loss_terms, total_loss
 
 
 def model_inputs(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,30 +51,49 @@ def train_epoch(
     return torch.cat([torch.tensor([float(len(order))], dtype=torch.float64), loss_sums.cpu()])
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """What the model makes of each image of a batch, as the seed's evaluation reads it."""
+
+    predicted: torch.Tensor
+    """(B,) int64: the class with the highest logit."""
+    recon_hits: torch.Tensor
+    """(B, S, S) bool: sigmoid(recon) > 0.5 agrees with image > 0.5, pixel by pixel."""
+    terms: LossTerms
+    """The loss terms, one value per image."""
+
+
 @torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor | None = None) -> Predictions:
+    """One batch of uint8 images (B, S, S) and labels (B,) through the model, as in the seed's
+    evaluation: forward() with a posterior sample of z (drawn with `noise` when given)."""
+    x, y = model_inputs(images, labels)
+    x_recon, z_mean, log_z_var, y_logits = model(x, noise)
+    return Predictions(
+        predicted=y_logits.argmax(dim=1),
+        recon_hits=((x_recon > 0) == (x > 0.5)).squeeze(1),  # sigmoid(r) > 0.5  <=>  r > 0
+        terms=loss_terms(x, y, x_recon, z_mean, log_z_var, y_logits, per_image=True),
+    )
+
+
 def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """The seed's test figures as sums: classification hits, and reconstruction hits per pixel
-    (sigmoid(recon) > 0.5 against image > 0.5), plus the loss terms. Every image counts once."""
+    """The seed's test figures as sums (EVAL_SUMS): classification hits, reconstruction hits per
+    pixel, and the loss terms. Every image counts once."""
     model.eval()
     sums = torch.zeros(len(EVAL_SUMS), dtype=torch.float64)
     for start in range(0, len(labels), batch_size):
-        x, y = model_inputs(images[start : start + batch_size], labels[start : start + batch_size])
-        x_recon, z_mean, log_z_var, y_logits = model(x)
-        terms = loss_terms(x, y, x_recon, z_mean, log_z_var, y_logits)
-        n = len(y)
-        sums += torch.tensor(
-            [
-                n,
-                (y_logits.argmax(dim=1) == y).sum().item(),
-                ((x_recon > 0) == (x > 0.5)).sum().item(),  # sigmoid(r) > 0.5  <=>  r > 0
-                x.numel(),
-                terms.cat.item() * n,
-                terms.recon.item() * n,
-                terms.kl.item() * n,
-            ],
-            dtype=torch.float64,
-        )
+        y = labels[start : start + batch_size]
+        out = predict(model, images[start : start + batch_size], y)
+        figures = [len(y), (out.predicted == y).sum(), out.recon_hits.sum(), out.recon_hits.numel(), out.terms.cat.sum(), out.terms.recon.sum(), out.terms.kl.sum()]
+        sums += torch.tensor([float(f) for f in figures], dtype=torch.float64)
     return sums
+
+
+def seeded_normal(keys: Sequence[Sequence[int]], size: int) -> torch.Tensor:
+    """(len(keys), size) standard normal noise, row i drawn from its own seed keys[i] (a tuple of
+    non-negative ints): a row's noise does not depend on which rows share its batch or worker."""
+    rows = [np.random.default_rng(list(key)).standard_normal(size, dtype=np.float32) for key in keys]
+    return torch.from_numpy(np.stack(rows)) if rows else torch.empty(0, size)
 
 
 def epoch_figures(train_sums: torch.Tensor, eval_sums: torch.Tensor) -> dict[str, float]:

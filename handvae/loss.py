@@ -8,14 +8,14 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class LossTerms:
-    """Batch means of the seed's three terms, each as the seed computes it."""
+    """The seed's three terms, each as the seed computes it: batch means, or one value per image."""
 
     cat: torch.Tensor
-    """Cross-entropy of the class logits, mean over the batch."""
+    """Cross-entropy of the class logits."""
     recon: torch.Tensor
     """Binary cross-entropy of the reconstruction logits against the image, mean over pixels."""
     kl: torch.Tensor
-    """KL divergence of the posterior from N(0, I), summed over latents, mean over the batch."""
+    """KL divergence of the posterior from N(0, I), summed over latents."""
 
 
 @dataclass(frozen=True)
@@ -35,16 +35,30 @@ class LossWeights:
 
 
 def kl_divergence(z_mean: torch.Tensor, log_z_var: torch.Tensor) -> torch.Tensor:
-    return -0.5 * torch.sum(1 + log_z_var - z_mean.pow(2) - log_z_var.exp()) / z_mean.shape[0]
+    """Per image: -0.5 * sum over latents of (1 + log var - mean^2 - var)."""
+    return -0.5 * torch.sum(1 + log_z_var - z_mean.pow(2) - log_z_var.exp(), dim=1)
 
 
 def loss_terms(
-    x: torch.Tensor, y: torch.Tensor, x_recon_logits: torch.Tensor, z_mean: torch.Tensor, log_z_var: torch.Tensor, y_logits: torch.Tensor
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_recon_logits: torch.Tensor,
+    z_mean: torch.Tensor,
+    log_z_var: torch.Tensor,
+    y_logits: torch.Tensor,
+    per_image: bool = False,
 ) -> LossTerms:
-    """The terms for images x in [0, 1], labels y, and the model's forward outputs."""
+    """The terms for images x in [0, 1], labels y, and the model's forward outputs: batch means
+    (what training minimises), or with per_image=True one value per image (what evaluation sums)."""
+    if not per_image:
+        return LossTerms(
+            cat=F.cross_entropy(y_logits, y),
+            recon=F.binary_cross_entropy_with_logits(x_recon_logits, x),
+            kl=kl_divergence(z_mean, log_z_var).mean(),
+        )
     return LossTerms(
-        cat=F.cross_entropy(y_logits, y),
-        recon=F.binary_cross_entropy_with_logits(x_recon_logits, x),
+        cat=F.cross_entropy(y_logits, y, reduction="none"),
+        recon=F.binary_cross_entropy_with_logits(x_recon_logits, x, reduction="none").flatten(1).mean(dim=1),
         kl=kl_divergence(z_mean, log_z_var),
     )
 

@@ -74,9 +74,10 @@ class VAE(nn.Module):
         return self.z_mean(h), self.z_log_var(h), self.classifier(h)
 
     @staticmethod
-    def sample(z_mean: torch.Tensor, log_z_var: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Reparameterised draw z = mean + sigma * eps, so gradients flow through mean and variance."""
-        eps = torch.randn(z_mean.shape, generator=generator, device=z_mean.device, dtype=z_mean.dtype)
+    def sample(z_mean: torch.Tensor, log_z_var: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Reparameterised draw z = mean + sigma * eps, so gradients flow through mean and variance.
+        eps is `noise` when given (reproducible draws), else fresh standard normal noise."""
+        eps = torch.randn_like(z_mean) if noise is None else noise.to(z_mean)
         return z_mean + torch.exp(0.5 * log_z_var) * eps
 
     def decode(self, z: torch.Tensor, y_logits: torch.Tensor) -> torch.Tensor:
@@ -88,8 +89,8 @@ class VAE(nn.Module):
         h = self.label_to_features(F.softmax(y_logits, dim=1)) + self.z_to_features(z)
         return self.decoder(h)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> (x_recon_logits, z_mean, log_z_var, y_logits), the seed's order."""
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (x_recon_logits, z_mean, log_z_var, y_logits), the seed's order; `noise` as in `sample`."""
         z_mean, log_z_var, y_logits = self.encode(x)
-        z = self.sample(z_mean, log_z_var)
+        z = self.sample(z_mean, log_z_var, noise)
         return self.decode(z, y_logits), z_mean, log_z_var, y_logits

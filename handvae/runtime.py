@@ -6,6 +6,7 @@ INFO chatter off, so the jobs' own lines (one per epoch from rank 0) stand out.
 
 import logging
 import os
+import warnings
 
 import ray
 
@@ -55,6 +56,8 @@ def quiet_worker() -> None:
     # address when the dashboard is off (and several Ray instances may share one host).
     os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.CRITICAL)
+    # Ray's own DatasetManager sets an option it deprecated itself; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=".*exclude_resources.*")
 
 
 def _drop_user_error_traces(record: logging.LogRecord) -> bool:

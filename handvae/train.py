@@ -44,7 +44,8 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.pt"
 FAULT_MARKER = ".fault-drill-done"
 # Fields that may change when a run is resumed; any other change would silently mix two recipes.
-RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "max_failures", "tensorboard", "fail_once_at_epoch"}
+RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "max_failures", "tensorboard", "report", "fail_once_at_epoch"}
+REPORT_DIR = "report"
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def run_training(config: TrainConfig, sources: DataSources, run_name: str, stora
     storage_path = storage.absolute(storage_path)
     run_dir = storage.join(storage_path, run_name)
     _check_resumable(run_dir, config)
-    _check_tensorboard(config, run_dir)
+    _check_local_outputs(config, run_dir)
     init_ray(extra_cpus=config.num_workers)
     _check_resources(config)
     storage.write_bytes(storage.join(run_dir, CONFIG_FILE), json.dumps({"train": config.to_dict(), "data": sources.describe()}, indent=2).encode())
@@ -89,6 +90,10 @@ def run_training(config: TrainConfig, sources: DataSources, run_name: str, stora
     model.load_state_dict(state["model_state"])
     model_path = storage.join(run_dir, MODEL_FILE)
     save_model(model_path, model, metadata={"run_name": run_name, "epoch": state["epoch"], "train_config": config.to_dict(), "data": sources.describe()})
+    if config.report:
+        from handvae.evaluate import EvalOptions, run_evaluation  # matplotlib: not for the training workers
+
+        run_evaluation(model_path, sources, storage.join(run_dir, REPORT_DIR), EvalOptions(use_gpu=config.use_gpu, seed=config.seed))
     return TrainResult(run_dir=run_dir, model_path=model_path, metrics=state["history"])
 
 
@@ -221,11 +226,11 @@ def _check_resumable(run_dir: str, config: TrainConfig) -> None:
         )
 
 
-def _check_tensorboard(config: TrainConfig, run_dir: str) -> None:
+def _check_local_outputs(config: TrainConfig, run_dir: str) -> None:
+    if "://" in run_dir and (config.tensorboard or config.report):
+        raise ConfigError("tensorboard scalars and the report are written to a local run folder; use a local --storage-path, or --no-tensorboard --no-report")
     if not config.tensorboard:
         return
-    if "://" in run_dir:
-        raise ConfigError("tensorboard scalars are written to a local run folder; use a local --storage-path")
     try:
         import tensorboard  # noqa: F401
     except ImportError:

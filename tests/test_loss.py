@@ -7,12 +7,14 @@ from handvae.loss import LossTerms, LossWeights, kl_divergence, loss_terms, tota
 
 
 def test_kl_by_hand():
-    # Per element: -0.5 * (1 + lv - m^2 - e^lv); batch of 2 -> sum / 2.
+    # Per element: -0.5 * (1 + lv - m^2 - e^lv), summed over latents, one value per image.
     mean = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     log_var = torch.tensor([[0.0, math.log(2.0)], [0.0, 0.0]])
-    by_hand = -0.5 * ((1 + 0 - 1 - 1) + (1 + math.log(2.0) - 0 - 2) + (1 + 0 - 0 - 1) + (1 + 0 - 4 - 1)) / 2
-    assert kl_divergence(mean, log_var).item() == pytest.approx(by_hand)
-    assert kl_divergence(torch.zeros(4, 3), torch.zeros(4, 3)).item() == 0.0
+    by_hand = [-0.5 * ((1 + 0 - 1 - 1) + (1 + math.log(2.0) - 0 - 2)), -0.5 * ((1 + 0 - 0 - 1) + (1 + 0 - 4 - 1))]
+    assert kl_divergence(mean, log_var).tolist() == pytest.approx(by_hand)
+    assert kl_divergence(torch.zeros(4, 3), torch.zeros(4, 3)).tolist() == [0.0] * 4
+    batch = loss_terms(torch.zeros(2, 1, 1, 1), torch.tensor([0, 1]), torch.zeros(2, 1, 1, 1), mean, log_var, torch.zeros(2, 2))
+    assert batch.kl.item() == pytest.approx(sum(by_hand) / 2)  # the seed's: sum over the batch / batch size
 
 
 def test_terms_by_hand():
@@ -25,6 +27,20 @@ def test_terms_by_hand():
     # Pixel 1: target 1, p = 0.5 -> log 2; pixel 2: target 0, p = 0.75 -> -log 0.25; mean over pixels.
     assert terms.recon.item() == pytest.approx((math.log(2.0) - math.log(0.25)) / 2)
     assert terms.kl.item() == 0.0
+
+
+def test_per_image_terms_average_to_the_batch_terms():
+    torch.manual_seed(0)
+    x, recon = torch.rand(5, 1, 4, 4), torch.randn(5, 1, 4, 4)
+    y, y_logits, mean, log_var = torch.randint(0, 3, (5,)), torch.randn(5, 3), torch.randn(5, 2), torch.randn(5, 2)
+    batch = loss_terms(x, y, recon, mean, log_var, y_logits)
+    each = loss_terms(x, y, recon, mean, log_var, y_logits, per_image=True)
+    for name in ("cat", "recon", "kl"):
+        assert getattr(each, name).shape == (5,)
+        assert getattr(each, name).mean().item() == pytest.approx(getattr(batch, name).item(), rel=1e-6)
+    # Image 2 alone gives its own per-image terms.
+    alone = loss_terms(x[2:3], y[2:3], recon[2:3], mean[2:3], log_var[2:3], y_logits[2:3])
+    assert each.recon[2].item() == pytest.approx(alone.recon.item(), rel=1e-6)
 
 
 def test_total_uses_the_seed_schedule():

@@ -30,12 +30,12 @@ def sources(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def config():
-    return TrainConfig(epochs=EPOCHS, batch_size=16, num_workers=2, learning_rate=3e-3, model=VAEConfig(num_filters=8, num_latent=4))
+    return TrainConfig(epochs=EPOCHS, batch_size=16, num_workers=2, learning_rate=3e-3, report=False, model=VAEConfig(num_filters=8, num_latent=4))
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(sources, config, tmp_path_factory):
-    return run_training(replace(config, tensorboard=True), sources, "straight", str(tmp_path_factory.mktemp("runs")))
+    return run_training(replace(config, tensorboard=True, report=True), sources, "straight", str(tmp_path_factory.mktemp("runs")))
 
 
 def weights(model_path):
@@ -63,6 +63,9 @@ def test_two_workers_learn_and_write_one_record_per_epoch(uninterrupted):
     import glob
 
     assert glob.glob(f"{uninterrupted.run_dir}/tensorboard/events.out.tfevents*")
+    # The run folder carries its evaluation report; classification does not depend on z's noise.
+    report = json.loads(open(f"{uninterrupted.run_dir}/report/metrics.json").read())
+    assert report["images"] == records[-1]["test_images"] and report["accuracy"] == pytest.approx(records[-1]["test_accuracy"])
     saved = json.loads(open(f"{uninterrupted.run_dir}/config.json").read())
     assert saved["train"]["epochs"] == EPOCHS and saved["data"]["letters_csv"].endswith("az.csv")
 

@@ -148,10 +148,16 @@ def training_columns(dataset: ray.data.Dataset) -> ray.data.Dataset:
     return dataset.map_batches(_with_order_key, batch_format="numpy", batch_size=None).select_columns(TRAINING_COLUMNS)
 
 
+def order_keys(sources: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A non-negative int64 per record from its (source file, row): the same record gets the same
+    key however the data was cut into blocks."""
+    source_ids = {s: zlib.crc32(s.encode()) & 0x7FFFFFFF for s in set(sources.tolist())}
+    ids = np.fromiter((source_ids[s] for s in sources.tolist()), dtype=np.int64, count=len(sources))
+    return (ids << 32) | rows.astype(np.int64)
+
+
 def _with_order_key(batch: Batch) -> Batch:
-    source_ids = {s: zlib.crc32(s.encode()) & 0x7FFFFFFF for s in set(batch["source"].tolist())}
-    ids = np.fromiter((source_ids[s] for s in batch["source"].tolist()), dtype=np.int64, count=len(batch["source"]))
-    return {**batch, "order_key": (ids << 32) | batch["row"]}
+    return {**batch, "order_key": order_keys(batch["source"], batch["row"])}
 
 
 def _keep_splits(batch: Batch, splits: tuple[str, ...]) -> Batch:

@@ -43,13 +43,17 @@ def letters_split(data_row_index: np.ndarray, seed: int, test_fraction: float) -
     The row index counts data rows from 0 (a header line does not count), so the split does not
     depend on how the file is cut into blocks, how many workers read it, or whether a header exists.
     """
-    x = data_row_index.astype(np.uint64) + np.uint64(seed & 0xFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
-    # splitmix64 finaliser: consecutive rows get independent-looking 64-bit values.
+    uniform = (mix64(data_row_index, seed) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return np.where(uniform < test_fraction, "test", "train").astype(object)
+
+
+def mix64(values: np.ndarray, seed: int) -> np.ndarray:
+    """An independent-looking uint64 for each (seed, value): the splitmix64 finaliser, so that
+    consecutive values do not get related hashes."""
+    x = values.astype(np.uint64) + np.uint64(seed & 0xFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    x = x ^ (x >> np.uint64(31))
-    uniform = (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-    return np.where(uniform < test_fraction, "test", "train").astype(object)
+    return x ^ (x >> np.uint64(31))
 
 
 def resolve_path(path_or_uri: str) -> tuple[pafs.FileSystem, str]:

@@ -1,0 +1,58 @@
+"""A person's own handwriting from image files (PNG, JPG, ...), one character per file, turned into
+what the training data looks like: 28x28 uint8, white ink on black, the character scaled to fit a
+20x20 box and centred by its centre of mass (MNIST's own recipe, which the Kaggle letters follow).
+"""
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from handvae.data.errors import DataError
+from handvae.data.records import IMAGE_SIDE
+
+_BOX = 20  # the character's longest side, in pixels, inside the 28x28 frame
+_INK = 0.2  # share of the darkest-to-lightest range that counts as ink when cropping
+_MIN_CONTRAST = 32  # grey levels between paper and ink below which an image holds no character
+
+
+def load_style_image(path: str) -> np.ndarray:
+    """The character in an image file as (28, 28) uint8, white on black. Dark ink on light paper
+    and light ink on dark are both accepted: the border's brightness tells which is the paper."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("RGBA", "LA", "P"):
+                image = image.convert("RGBA")
+                paper = Image.new("RGBA", image.size, (255, 255, 255, 255))
+                image = Image.alpha_composite(paper, image)  # transparent means paper
+            grey = np.asarray(image.convert("L"), dtype=np.float32)
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc})") from None
+
+    if np.median(_border(grey)) > 127:
+        grey = 255.0 - grey  # dark ink on light paper -> white ink on black
+    ink = grey - np.median(_border(grey))  # the paper's level, whatever the lighting
+    if ink.max() < _MIN_CONTRAST:
+        raise DataError(f"{path}: no character found (the image is blank or has no contrast between ink and paper)")
+    ink = np.clip(ink / ink.max(), 0.0, 1.0)
+    rows, cols = np.nonzero(ink > _INK)
+    ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+
+    height, width = ink.shape
+    scale = _BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    glyph = np.asarray(Image.fromarray((ink * 255).astype(np.uint8)).resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
+
+    frame = np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
+    total = glyph.sum()
+    ys, xs = np.indices(glyph.shape)
+    centre_y, centre_x = (ys * glyph).sum() / total, (xs * glyph).sum() / total
+    top = int(np.clip(round(IMAGE_SIDE / 2 - centre_y), 0, IMAGE_SIDE - glyph.shape[0]))
+    left = int(np.clip(round(IMAGE_SIDE / 2 - centre_x), 0, IMAGE_SIDE - glyph.shape[1]))
+    frame[top : top + glyph.shape[0], left : left + glyph.shape[1]] = glyph
+    return np.clip(frame, 0, 255).round().astype(np.uint8)
+
+
+def _border(image: np.ndarray) -> np.ndarray:
+    return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])

@@ -1,0 +1,212 @@
+"""Evaluation job: the seed's "Assessing model accuracy" figures and plots, for any model file and split.
+
+    handvae evaluate --model runs/NAME/model.pt --mnist-dir ../shared/data/mnist \
+        --letters-csv "../shared/data/az_letters/A_Z Handwritten Data.csv" --split test --out reports/NAME
+
+Ray Data runs the model over every row of the split on an actor pool (one model load per actor,
+batch inference: no row is dropped or repeated, whatever the number of actors). Each image's
+posterior sample is drawn from a seed of its own (source, row), so the figures do not depend on
+how rows were batched. The driver adds up the batches (handvae.metrics) and writes the report
+folder, whole or not at all:
+
+    OUT/metrics.json            every figure, with the model, data and split they came from
+    OUT/pixel_accuracy.png      per-pixel reconstruction accuracy, with a colour bar
+    OUT/per_class_accuracy.png  accuracy per character
+    OUT/confusion_matrix.png    true x predicted, labelled 0-9 A-Z
+    OUT/reconstructions.png     one test image per character over its reconstruction
+    OUT/alphabets.png           the seed's last cell: full alphabets in a few test styles
+    OUT/report.md               the headline figures, embedding the PNGs
+"""
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from handvae import plots
+from handvae.data.datasets import DataSources, order_keys, read_split
+from handvae.data.errors import DataError
+from handvae.data.records import IMAGE_SIDE
+from handvae.engine import predict, seeded_normal
+from handvae.labels import CHARSET, NUM_CLASSES
+from handvae.inference import ModelActor, load_checked_model, map_with_model, start_ray_for_actors
+from handvae.metrics import EvaluationMetrics
+from handvae.styles import draw, encode_styles, reconstruct
+
+REPORT_FILES = ("metrics.json", "pixel_accuracy.png", "per_class_accuracy.png", "confusion_matrix.png", "reconstructions.png", "alphabets.png", "report.md")
+ALPHABET_STYLES = 6  # as many test styles as the seed's last cell draws
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    split: str = "test"
+    """Which split of the sources to evaluate."""
+    num_workers: int | None = None
+    """Model actors; by default one per CPU but one (one per GPU with use_gpu)."""
+    use_gpu: bool = False
+    """One GPU per model actor."""
+    batch_size: int = 1024
+    """Images per inference call."""
+    seed: int = 0
+    """Seeds each image's posterior sample and the styles of the alphabet sheet."""
+
+    def __post_init__(self):
+        if self.num_workers is not None and self.num_workers < 1:
+            raise DataError(f"num_workers must be >= 1, got {self.num_workers}")
+        if self.batch_size < 1:
+            raise DataError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.seed < 0:
+            raise DataError(f"seed must be >= 0, got {self.seed}")
+
+
+class _Evaluator(ModelActor):
+    """Maps batches of records to per-image results."""
+
+    def __init__(self, weights: list, use_gpu: bool, seed: int):
+        super().__init__(weights, use_gpu)
+        self.seed = seed
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        keys = order_keys(batch["source"], batch["row"])
+        noise = seeded_normal([(self.seed, int(k)) for k in keys], self.model.config.num_latent)
+        images = torch.tensor(batch["image"], device=self.device)
+        labels = torch.tensor(batch["label"], device=self.device).long()
+        out = predict(self.model, images, labels, noise.to(self.device))
+        losses = torch.stack([out.terms.cat, out.terms.recon, out.terms.kl], dim=1)
+        return {
+            "label": batch["label"],
+            "predicted": out.predicted.cpu().numpy().astype(np.uint8),
+            # 1 bit a pixel on the way back to the driver
+            "recon_hits": np.packbits(out.recon_hits.cpu().numpy().reshape(len(keys), -1), axis=1),
+            "losses": losses.cpu().numpy(),
+            "source": batch["source"],
+            "order_key": keys,
+            "image": batch["image"],
+        }
+
+
+def run_evaluation(model_path: str, sources: DataSources, out_dir: str, options: EvalOptions = EvalOptions()) -> dict:
+    """Evaluate, write the report folder, and return metrics.json's content."""
+    model, metadata = load_checked_model(model_path)  # a bad model file fails here, before any actor
+    out_dir = _check_out_dir(out_dir)
+    workers = start_ray_for_actors(options.num_workers, options.use_gpu)
+    records = read_split(sources, options.split)
+    results = map_with_model(records, _Evaluator, model, (options.seed,), workers, options.use_gpu, options.batch_size)
+    metrics = EvaluationMetrics(IMAGE_SIDE)
+    examples: dict[int, tuple[int, np.ndarray]] = {}  # label -> (order key, image): the first of each class
+    for batch in results.iter_batches(batch_format="numpy", batch_size=None):
+        hits = np.unpackbits(batch["recon_hits"], axis=1, count=IMAGE_SIDE * IMAGE_SIDE).reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
+        metrics.update(
+            torch.tensor(batch["label"]), torch.tensor(batch["predicted"]), torch.from_numpy(hits.astype(bool)),
+            torch.tensor(batch["losses"]), batch["source"].tolist(),
+        )
+        for i, (label, key) in enumerate(zip(batch["label"].tolist(), batch["order_key"].tolist())):
+            if label not in examples or key < examples[label][0]:
+                examples[label] = (key, batch["image"][i])
+    if metrics.images == 0:
+        raise DataError(f"split {options.split!r} of {_describe(sources)} holds no images")
+    figures = metrics.compute()
+    report = {
+        "model": os.path.abspath(model_path),
+        "model_metadata": {k: metadata.get(k) for k in ("run_name", "epoch") if k in metadata},
+        "data": sources.describe(),
+        "split": options.split,
+        "seed": options.seed,
+        **figures,
+    }
+    _write_report(out_dir, report, model, examples, options.seed)
+    return report
+
+
+def _write_report(out_dir: str, report: dict, model, examples: dict, seed: int) -> None:
+    staging = f"{out_dir}.tmp-{uuid.uuid4().hex[:8]}"
+    os.makedirs(staging)
+    try:
+        with open(os.path.join(staging, "metrics.json"), "w") as f:
+            json.dump(report, f, indent=2)
+        plots.pixel_accuracy_map(np.array(report["per_pixel_recon_accuracy"]), os.path.join(staging, "pixel_accuracy.png"))
+        plots.per_class_accuracy(report["per_class_accuracy"], report["per_class_images"], os.path.join(staging, "per_class_accuracy.png"))
+        plots.confusion_matrix(np.array(report["confusion_matrix"]), os.path.join(staging, "confusion_matrix.png"))
+
+        labels = np.array(sorted(examples))
+        originals = torch.from_numpy(np.stack([examples[c][1] for c in labels]))
+        torch.manual_seed(seed)
+        recons, predicted = reconstruct(model, originals)
+        plots.reconstructions(originals.numpy(), recons.numpy(), labels, predicted.numpy(), os.path.join(staging, "reconstructions.png"))
+
+        # A few styles spread over the classes present, each drawn once from its posterior.
+        picks = labels[np.linspace(0, len(labels) - 1, min(ALPHABET_STYLES, len(labels))).round().astype(int)]
+        styles = encode_styles(model, originals[np.searchsorted(labels, picks)], [(seed, int(c)) for c in picks])[:, 0]
+        chars = torch.arange(NUM_CLASSES)
+        sheet = draw(model, styles.repeat_interleave(NUM_CLASSES, dim=0), chars.repeat(len(picks)))
+        plots.character_sheet(
+            sheet.view(len(picks), NUM_CLASSES, IMAGE_SIDE, IMAGE_SIDE).numpy(), list(CHARSET),
+            [f"style of a test {CHARSET[c]}" for c in picks], os.path.join(staging, "alphabets.png"),
+            "Generated alphabets: each row decodes every character in the style of one test image",
+        )
+        with open(os.path.join(staging, "report.md"), "w") as f:
+            f.write(_markdown(report))
+        if os.path.exists(out_dir):
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_out_dir(out_dir: str) -> str:
+    """A report folder replaces an earlier report, never a folder that holds anything else."""
+    if "://" in out_dir:
+        raise DataError(f"{out_dir}: reports are written to a local folder")
+    out_dir = os.path.abspath(out_dir)
+    if os.path.isfile(out_dir) or (os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.isfile(os.path.join(out_dir, "metrics.json"))):
+        raise DataError(f"{out_dir}: exists and is not an earlier report folder; choose another --out")
+    return out_dir
+
+
+def _describe(sources: DataSources) -> str:
+    if sources.is_sample:
+        return "the bundled sample"
+    return ", ".join(f"{k}={v}" for k, v in (("letters_csv", sources.letters_csv), ("mnist_dir", sources.mnist_dir), ("prepared", sources.prepared_dir)) if v)
+
+
+def _markdown(report: dict) -> str:
+    per_source = "\n".join(f"| {os.path.basename(s)} | {v['images']:,} | {v['accuracy']:.2%} |" for s, v in report["by_source"].items())
+    worst = sorted(report["per_class_accuracy"].items(), key=lambda kv: kv[1])[:5]
+    loss = report["loss"]
+    return f"""# Evaluation of {os.path.basename(report['model'])} on the {report['split']} split
+
+Model: `{report['model']}` {report['model_metadata'] or ''}
+Data: {report['images']:,} images ({'bundled sample' if report['data']['bundled_sample'] else 'given sources'}), seed {report['seed']}.
+
+| figure | value |
+|---|---|
+| classification accuracy | {report['accuracy']:.2%} |
+| mean per-class accuracy | {report['mean_per_class_accuracy']:.2%} |
+| reconstruction accuracy | {report['recon_accuracy']:.2%} |
+| loss terms per image (cat, recon, kl) | {loss['cat']:.4f}, {loss['recon']:.4f}, {loss['kl']:.3f} |
+
+| source | images | accuracy |
+|---|---|---|
+{per_source}
+
+Hardest characters: {', '.join(f'{c} {a:.1%}' for c, a in worst)}.
+
+## Reconstruction accuracy per pixel
+![per-pixel reconstruction accuracy](pixel_accuracy.png)
+
+## Accuracy per character
+![accuracy per character](per_class_accuracy.png)
+
+## Confusion matrix
+![confusion matrix](confusion_matrix.png)
+
+## Originals and reconstructions
+![originals over reconstructions](reconstructions.png)
+
+## Generated alphabets
+![generated alphabets](alphabets.png)
+"""
