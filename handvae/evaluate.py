@@ -66,7 +66,7 @@ class EvalOptions:
 class _Evaluator(ModelActor):
     """Maps batches of records to per-image results."""
 
-    def __init__(self, weights: list, use_gpu: bool, seed: int):
+    def __init__(self, weights: dict, use_gpu: bool, seed: int):
         super().__init__(weights, use_gpu)
         self.seed = seed
 

@@ -124,7 +124,7 @@ class GenerateOptions:
 class _Drawer(ModelActor):
     """Maps a batch of style samples to the characters drawn in their styles."""
 
-    def __init__(self, weights: list, use_gpu: bool, options: GenerateOptions):
+    def __init__(self, weights: dict, use_gpu: bool, options: GenerateOptions):
         super().__init__(weights, use_gpu)
         self.options = options
 
@@ -150,7 +150,6 @@ class _Drawer(ModelActor):
             "char": chars,
             "label": labels_out,
             "pixels": pa.array([p.tobytes() for p in pictures], pa.binary(pictures[0].size)),
-            "png": pa.array([_png(p) for p in pictures], pa.binary()),
         })
 
 
@@ -164,15 +163,23 @@ def _line(cells: np.ndarray, text: str) -> np.ndarray:
     return line
 
 
-def _png(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
+def _with_png(table: pa.Table) -> pa.Table:
+    """Adds the PNG column. A stage of its own (Ray Data tasks), so that PNG encoding runs beside
+    the model actors instead of between their model calls."""
+    pixels = table.column("pixels").combine_chunks()
+    width = pixels.type.byte_width // IMAGE_SIDE
+    images = np.frombuffer(pixels.buffers()[1], np.uint8, count=len(pixels) * pixels.type.byte_width, offset=pixels.offset * pixels.type.byte_width)
+    pngs = []
+    for image in images.reshape(-1, IMAGE_SIDE, width):
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    return table.append_column("png", pa.array(pngs, pa.binary()))
 
 
 def style_samples(sources: DataSources, options: GenerateOptions) -> ray.data.Dataset:
-    """The style samples (image, source, row, style_id), in a fixed order: the seed's random choice of
-    num_styles, or all of them."""
+    """The style samples (image, source, row, style_id), in a fixed order: all of them, or the
+    seed's random choice of num_styles."""
     if options.style_images:
         images = np.stack([load_style_image(path) for path in options.style_images])
         paths = np.array([os.path.abspath(p) for p in options.style_images], dtype=object)
@@ -182,10 +189,10 @@ def style_samples(sources: DataSources, options: GenerateOptions) -> ray.data.Da
     else:
         samples = read_split(sources, options.split).select_columns(["image", "source", "row"])
         samples = samples.map_batches(_with_style_id, batch_format="numpy", batch_size=None)
-    ranked = samples.map_batches(_with_rank, fn_args=(options.seed,), batch_format="numpy", batch_size=None).sort("rank")
-    if options.num_styles is not None:
-        ranked = ranked.limit(options.num_styles)
-    return ranked.drop_columns(["rank"])
+    if options.num_styles is None:
+        return samples  # every style, in the order of the files
+    ranked = samples.map_batches(_with_rank, fn_args=(options.seed,), batch_format="numpy", batch_size=None)
+    return ranked.sort("rank").limit(options.num_styles).drop_columns(["rank"])
 
 
 def _with_style_id(batch: dict) -> dict:
@@ -221,7 +228,8 @@ def _generate(model, metadata, model_path, sources, out_dir, options, workers) -
     total_styles = styles.count()
     if total_styles == 0:
         raise DataError(f"no style samples: split {options.split!r} of the given data holds no images")
-    generated = map_with_model(styles, _Drawer, model, (options,), workers, options.use_gpu, options.styles_per_batch)
+    drawn = map_with_model(styles, _Drawer, model, (options,), workers, options.use_gpu, options.styles_per_batch)
+    generated = drawn.map_batches(_with_png, batch_format="pyarrow", batch_size=None)
 
     total = total_styles * options.per_style
     staging = f"{out_dir}.tmp-{uuid.uuid4().hex[:8]}"

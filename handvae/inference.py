@@ -31,13 +31,12 @@ def load_checked_model(path: str) -> tuple[VAE, dict]:
 class ModelActor:
     """Base of the map_batches classes: builds the model once per actor, on its GPU if it has one."""
 
-    def __init__(self, weights: list, use_gpu: bool):
+    def __init__(self, weights: dict, use_gpu: bool):
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
         torch.set_num_threads(max(1, int(cpus)))
         self.device = torch.device("cuda" if use_gpu else "cpu")
-        payload = ray.get(weights[0])
-        self.model = VAE(VAEConfig(**payload["config"]))
-        self.model.load_state_dict(payload["state"])
+        self.model = VAE(VAEConfig(**weights["config"]))
+        self.model.load_state_dict(weights["state"])
         self.model.to(self.device).eval()
 
 
@@ -53,9 +52,7 @@ def map_with_model(
     dataset: ray.data.Dataset, actor: type[ModelActor], model: VAE, extra_args: tuple, workers: int, use_gpu: bool, batch_size: int
 ) -> ray.data.Dataset:
     """`dataset` mapped by `actor(weights, use_gpu, *extra_args)` on a pool of `workers` actors."""
-    # The weights go to the object store once; the actors get a reference inside a list, which Ray
-    # passes as is (a restarted actor fetches them again) instead of inlining megabytes per actor.
-    weights = [ray.put({"config": model.config.to_dict(), "state": model.state_dict()})]
+    weights = {"config": model.config.to_dict(), "state": model.state_dict()}
     return dataset.map_batches(
         actor,
         fn_constructor_args=(weights, use_gpu, *extra_args),

@@ -1,0 +1,161 @@
+"""A separately trained classifier that judges generated characters: legibility and variety.
+
+The VAE's own encoder would be a biased judge of its decoder's output, so legibility is measured by
+an independent CNN trained on real characters only. To judge blurry VAE output fairly, it trains
+with blur augmentation (and small shifts), and every image is scaled to a peak of 1 first, since
+generated ink is often fainter than real ink. Pure torch, no Ray.
+
+    legibility = judge's accuracy on generated characters / its accuracy on real test characters
+    variety    = mean over characters of (mean pairwise distance between generated images of the
+                 character from different styles) / (the same for as many real images of it)
+"""
+
+import io
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from handvae import storage
+from handvae.checkpoint import ModelFileError
+from handvae.labels import NUM_CLASSES
+
+JUDGE_FORMAT = "handvae.judge"
+
+
+@dataclass(frozen=True)
+class JudgeTraining:
+    epochs: int = 4
+    """Passes over the (class-balanced) training images."""
+    batch_size: int = 128
+    """Images per step."""
+    learning_rate: float = 1e-3
+    """Adam's step size."""
+    blur_probability: float = 0.5
+    """Share of training images blurred with a random Gaussian (sigma 0.5-1.5 px)."""
+    max_shift: int = 2
+    """Largest random shift in pixels, each axis."""
+    seed: int = 0
+    """Seeds weights, sampling and augmentation."""
+
+
+class Judge(nn.Module):
+    """Two conv blocks and a classifier: a standard small CNN for 28x28 characters."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def judge_inputs(images: torch.Tensor) -> torch.Tensor:
+    """uint8 or float images (N, 28, 28) -> (N, 1, 28, 28) floats scaled so each image peaks at 1."""
+    x = images.float().unsqueeze(1)
+    return x / x.amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+
+
+def _augment(x: torch.Tensor, config: JudgeTraining, generator: torch.Generator) -> torch.Tensor:
+    n = len(x)
+    blur = torch.rand(n, generator=generator) < config.blur_probability
+    if blur.any():
+        sigma = 0.5 + torch.rand(int(blur.sum()), generator=generator)
+        taps = torch.arange(-3, 4, dtype=torch.float32)
+        kernels = torch.exp(-(taps[None] ** 2) / (2 * sigma[:, None] ** 2))
+        kernels = kernels / kernels.sum(dim=1, keepdim=True)  # (B, 7), one 1-D Gaussian per image
+        blurred = x[blur]
+        blurred = F.conv2d(blurred.transpose(0, 1), kernels[:, None, None, :], padding=(0, 3), groups=len(kernels))
+        blurred = F.conv2d(blurred, kernels[:, None, :, None], padding=(3, 0), groups=len(kernels)).transpose(0, 1)
+        x = x.clone()
+        x[blur] = blurred
+    shifts = torch.randint(-config.max_shift, config.max_shift + 1, (2,), generator=generator).tolist()
+    x = torch.roll(x, shifts=shifts, dims=(2, 3))  # one shift per batch: cheap, and enough with random batches
+    return judge_inputs(x.squeeze(1))
+
+
+def train_judge(images: torch.Tensor, labels: torch.Tensor, config: JudgeTraining = JudgeTraining(), log=print) -> Judge:
+    """Trains on uint8 images (N, 28, 28) with class-balanced sampling: each epoch draws N images,
+    every class equally likely, so the scarce letters count as much as the digits."""
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    judge = Judge()
+    optimizer = torch.optim.Adam(judge.parameters(), lr=config.learning_rate)
+    counts = torch.bincount(labels, minlength=NUM_CLASSES).float()
+    weights = (1.0 / counts.clamp_min(1))[labels]
+    x_all = images.float()
+    for epoch in range(1, config.epochs + 1):
+        judge.train()
+        order = torch.multinomial(weights, len(labels), replacement=True, generator=generator)
+        total, correct = 0.0, 0
+        for start in range(0, len(order), config.batch_size):
+            index = order[start : start + config.batch_size]
+            logits = judge(_augment(x_all[index].unsqueeze(1), config, generator))
+            loss = F.cross_entropy(logits, labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(index)
+            correct += (logits.argmax(1) == labels[index]).sum().item()
+        log(f"judge epoch {epoch}/{config.epochs}: loss {total / len(order):.4f}, balanced train accuracy {correct / len(order):.2%}")
+    return judge.eval()
+
+
+@torch.no_grad()
+def judge_predictions(judge: Judge, images: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+    return torch.cat([judge(judge_inputs(images[i : i + batch_size])).argmax(1) for i in range(0, len(images), batch_size)])
+
+
+def per_class_accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> dict[int, float]:
+    return {int(c): float((predicted[labels == c] == c).float().mean()) for c in labels.unique()}
+
+
+def mean_pairwise_distance(images: torch.Tensor) -> float:
+    """Mean Euclidean distance between all pairs of images (as floats in [0, 1])."""
+    x = images.float().flatten(1) / 255.0
+    distances = torch.cdist(x, x)
+    n = len(x)
+    return float(distances.sum() / (n * (n - 1)))
+
+
+def variety_ratio(generated: torch.Tensor, generated_labels: torch.Tensor, real: torch.Tensor, real_labels: torch.Tensor, per_class: int, seed: int = 0) -> dict[int, float]:
+    """Per class: mean pairwise distance of `per_class` generated images (different styles) over
+    that of `per_class` real images, drawn at random by the seed."""
+    generator = torch.Generator().manual_seed(seed)
+    ratios = {}
+    for c in generated_labels.unique().tolist():
+        gen, rea = generated[generated_labels == c], real[real_labels == c]
+        n = min(per_class, len(gen), len(rea))
+        if n < 2:
+            continue
+        pick = lambda t: t[torch.randperm(len(t), generator=generator)[:n]]  # noqa: E731
+        ratios[c] = mean_pairwise_distance(pick(gen)) / mean_pairwise_distance(pick(rea))
+    return ratios
+
+
+def save_judge(path: str, judge: Judge, metadata: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save({"format": JUDGE_FORMAT, "state": judge.state_dict(), "metadata": metadata}, buffer)
+    storage.write_bytes(path, buffer.getvalue())
+
+
+def load_judge(path: str) -> tuple[Judge, dict]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: judge file not found") from None
+    except Exception as exc:
+        raise ModelFileError(f"{path}: not a readable judge file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != JUDGE_FORMAT:
+        raise ModelFileError(f"{path}: not a handvae judge file")
+    judge = Judge()
+    try:
+        judge.load_state_dict(payload["state"])
+    except (RuntimeError, KeyError) as exc:
+        raise ModelFileError(f"{path}: judge weights do not fit: {exc}") from exc
+    return judge.eval(), dict(payload.get("metadata") or {})
