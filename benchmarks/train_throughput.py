@@ -21,7 +21,7 @@ import torch
 import typer
 
 from handvae.config import TrainConfig
-from handvae.data.datasets import DataSources, read_split
+from handvae.data.datasets import DataSources, read_split, to_tensors
 from handvae.engine import train_epoch
 from handvae.model import VAE
 from handvae.runtime import init_ray
@@ -33,12 +33,12 @@ def plain_images_per_second(images: torch.Tensor, labels: torch.Tensor, batch_si
     torch.manual_seed(0)
     model = VAE()
     optimizer = torch.optim.Adam(model.parameters())
-    config = TrainConfig()
+    config = TrainConfig(batch_size=batch_size)
     rates = []
     for epoch in range(1, epochs + 1):
         order = torch.randperm(len(labels))
         started = time.perf_counter()
-        train_epoch(model, optimizer, images, labels, order, batch_size, config.loss, epoch)
+        train_epoch(model, optimizer, images, labels, order, epoch, config)
         rates.append(len(labels) / (time.perf_counter() - started))
     return statistics.median(rates[1:] or rates)
 
@@ -51,8 +51,7 @@ def main(
 ):
     sources = DataSources(letters_csv=letters_csv, mnist_dir=mnist_dir)
     init_ray(extra_cpus=2)  # room for up to 2 training workers beside the data tasks
-    batches = list(read_split(sources, "train").select_columns(["image", "label"]).iter_torch_batches(batch_size=8192))
-    images, labels = torch.cat([b["image"] for b in batches]), torch.cat([b["label"] for b in batches]).long()
+    images, labels = to_tensors(read_split(sources, "train"))
     print(f"{len(labels)} training images ({'bundled sample' if sources.is_sample else 'given sources'}), {epochs} epochs each")
     rows = []
     for batch_size in (64, 256):

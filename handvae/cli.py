@@ -170,20 +170,61 @@ def evaluate(
     split: Annotated[str, typer.Option("--split", help="train or test.")] = "test",
     num_workers: Annotated[Optional[int], typer.Option("--num-workers", help="Model actors (default: one per CPU but one).")] = None,
     use_gpu: Annotated[bool, typer.Option("--use-gpu", help="One GPU per model actor.")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seeds the posterior samples and the alphabet styles.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the posterior samples and the choice of styles.")] = 0,
+    judge: Annotated[Optional[str], typer.Option("--judge", help="A judge file (`handvae train-judge`): also legibility and variety of generated characters.")] = None,
+    styles_per_class: Annotated[int, typer.Option("--styles-per-class", help="With --judge: styles taken from each class.")] = 10,
 ):
     """The seed's accuracy figures and plots for a model on a split, as a report folder."""
     from handvae.evaluate import EvalOptions, run_evaluation
 
     sources = _sources(letters_csv, mnist_dir, download, prepared, split_seed)
-    report = run_evaluation(model, sources, out, EvalOptions(split=split, num_workers=num_workers, use_gpu=use_gpu, seed=seed))
+    options = EvalOptions(split=split, num_workers=num_workers, use_gpu=use_gpu, seed=seed, judge=judge, styles_per_class=styles_per_class)
+    report = run_evaluation(model, sources, out, options)
     typer.echo(
         f"{report['images']:,} {split} images: accuracy {report['accuracy']:.2%}, mean per-class accuracy "
         f"{report['mean_per_class_accuracy']:.2%}, reconstruction accuracy {report['recon_accuracy']:.2%}"
     )
     for source, figures in report["by_source"].items():
         typer.echo(f"  {figures['images']:>7,} images  accuracy {figures['accuracy']:.2%}  {source}")
+    if "generation" in report:
+        g = report["generation"]
+        typer.echo(
+            f"generated characters: judge accuracy {g['generated_accuracy_mean']:.2%} (real {g['real_accuracy_mean']:.2%}), "
+            f"legibility {g['legibility']:.3f}x, variety {g['variety_mean']:.3f}x"
+        )
     typer.echo(f"report: {os.path.join(os.path.abspath(out), 'report.md')}")
+
+
+@app.command("train-judge")
+@reports_user_errors
+def train_judge_command(
+    out: Annotated[str, typer.Option("--out", help="The judge file to write.")],
+    letters_csv: LettersCsv = None,
+    mnist_dir: MnistDir = None,
+    download: Download = False,
+    prepared: Prepared = None,
+    split_seed: SplitSeed = 0,
+    epochs: Annotated[int, typer.Option("--epochs")] = 4,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+):
+    """Train the separate classifier that judges generated characters, on real training images only."""
+    from dataclasses import asdict
+
+    from handvae.data.datasets import read_split, to_tensors
+    from handvae.judge import JudgeTraining, judge_predictions, per_class_accuracy, save_judge, train_judge
+    from handvae.runtime import init_ray
+
+    sources = _sources(letters_csv, mnist_dir, download, prepared, split_seed)
+    init_ray()
+    train_images, train_labels = to_tensors(read_split(sources, "train"))
+    test_images, test_labels = to_tensors(read_split(sources, "test"))
+    config = JudgeTraining(epochs=epochs, seed=seed)
+    typer.echo(f"training the judge on {len(train_labels):,} real training images")
+    judge = train_judge(train_images, train_labels, config, log=typer.echo)
+    accuracy = per_class_accuracy(judge_predictions(judge, test_images), test_labels)
+    mean = sum(accuracy.values()) / len(accuracy)
+    save_judge(out, judge, {"data": sources.describe(), "training": asdict(config), "test_accuracy_mean_over_classes": mean})
+    typer.echo(f"judge accuracy on {len(test_labels):,} real test images: {mean:.2%} (mean over classes); wrote {out}")
 
 
 @app.command()

@@ -5,13 +5,18 @@ saved with every run and inside every checkpoint.
 """
 
 import json
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from handvae.augment import Augment
 from handvae.loss import LossWeights
 from handvae.model import VAEConfig
+
+
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class ConfigError(ValueError):
@@ -47,10 +52,20 @@ class TrainConfig:
     """Also write the per-epoch figures as TensorBoard scalars in the run folder."""
     report: bool = True
     """At the end, evaluate the final model on the test split into RUN/report (`handvae evaluate`'s report)."""
+    lr_schedule: str = "constant"
+    """"constant" (the seed), or "cosine": from learning_rate down to 0 over the epochs."""
+    class_balance: float = 0.0
+    """Each epoch draws its images (with replacement) with weight count(class) ** -class_balance:
+    0 keeps the data's mix (the seed: 13 digits to 1 letter), 1 makes every class equally likely."""
+    teacher_forcing: float = 0.0
+    """Share of training images whose decoder is given the true class instead of the encoder's
+    prediction (the seed: 0), so that z carries style rather than identity."""
     model: VAEConfig = field(default_factory=VAEConfig)
     """Model sizes."""
     loss: LossWeights = field(default_factory=LossWeights)
     """Loss weights and the KL schedule."""
+    augment: Augment = field(default_factory=Augment)
+    """Random shifts, rotations and scalings of training images (off in the seed, always off in evaluation)."""
     fail_once_at_epoch: int | None = None
     """Fault drill: rank 0 raises once at the end of this epoch, before its checkpoint."""
 
@@ -63,6 +78,10 @@ class TrainConfig:
         for name in ("use_gpu", "bf16", "tensorboard", "report"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        _require("class_balance", self.class_balance, (int, float), lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        _require("teacher_forcing", self.teacher_forcing, (int, float), lambda v: 0 <= v <= 1, "a number in [0, 1]")
         if self.bf16 and not self.use_gpu:
             raise ConfigError("bf16 autocast needs use_gpu")
         if self.fail_once_at_epoch is not None:
@@ -70,6 +89,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def learning_rate_at(self, epoch: int) -> float:
+        """The step size for a 1-based epoch: a function of the epoch alone, so a resume gets it right."""
+        if self.lr_schedule == "cosine":
+            return self.learning_rate * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / self.epochs))
+        return self.learning_rate
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], base: "TrainConfig | None" = None) -> "TrainConfig":
@@ -80,7 +105,7 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}; known: {sorted(known)}")
         updates = dict(values)
-        for name, kind in (("model", VAEConfig), ("loss", LossWeights)):
+        for name, kind in (("model", VAEConfig), ("loss", LossWeights), ("augment", Augment)):
             if name in updates:
                 nested = updates[name]
                 if not isinstance(nested, dict):

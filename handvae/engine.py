@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from handvae.loss import LossTerms, LossWeights, loss_terms, total_loss
+from handvae.augment import augment
+from handvae.config import TrainConfig
+from handvae.loss import LossTerms, loss_terms, total_loss
 
 
 def model_inputs(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,24 +33,39 @@ def train_epoch(
     images: torch.Tensor,
     labels: torch.Tensor,
     order: torch.Tensor,
-    batch_size: int,
-    weights: LossWeights,
     epoch: int,
-    bf16: bool = False,
+    config: TrainConfig,
 ) -> torch.Tensor:
-    """Steps over `images[order]` in batches; the last batch may be smaller, as in the seed."""
+    """Steps over `images[order]` in batches of config.batch_size; the last may be smaller, as in the seed."""
     model.train()
-    loss_sums = torch.zeros(3, dtype=torch.float64, device=images.device)  # on the device: no sync per step
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
+    device = images.device
+    loss_sums = torch.zeros(3, dtype=torch.float64, device=device)  # on the device: no sync per step
+    for start in range(0, len(order), config.batch_size):
+        index = order[start : start + config.batch_size]
         x, y = model_inputs(images[index], labels[index])
+        x = augment(x, config.augment)
+        decoder_labels = None
+        if config.teacher_forcing:
+            forced = torch.rand(len(y), device=device) < config.teacher_forcing
+            decoder_labels = torch.where(forced, y, -1)
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(x.device, bf16):
-            terms = loss_terms(x, y, *model(x))
-        total_loss(terms, weights, epoch).backward()
+        with _autocast(x.device, config.bf16):
+            terms = loss_terms(x, y, *model(x, decoder_labels=decoder_labels))
+        total_loss(terms, config.loss, epoch).backward()
         optimizer.step()
         loss_sums += torch.stack([terms.cat, terms.recon, terms.kl]).detach().double() * len(index)
     return torch.cat([torch.tensor([float(len(order))], dtype=torch.float64), loss_sums.cpu()])
+
+
+def epoch_order(labels: torch.Tensor, config: TrainConfig, epoch: int) -> torch.Tensor:
+    """The epoch's sequence of training image indices, the same on every rank (a function of the
+    seed and the epoch): a permutation, or with class_balance a weighted draw with replacement."""
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    if not config.class_balance:
+        return torch.randperm(len(labels), generator=generator)
+    counts = torch.bincount(labels).double()
+    weights = counts.clamp_min(1).pow(-config.class_balance)[labels]
+    return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
 
 
 @dataclass(frozen=True)

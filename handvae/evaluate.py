@@ -26,18 +26,21 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torchmetrics.classification import MulticlassAccuracy
 
 from handvae import plots
 from handvae.data.datasets import DataSources, order_keys, read_split
 from handvae.data.errors import DataError
-from handvae.data.records import IMAGE_SIDE
+from handvae.data.records import IMAGE_SIDE, mix64
 from handvae.engine import predict, seeded_normal
 from handvae.labels import CHARSET, NUM_CLASSES
 from handvae.inference import ModelActor, load_checked_model, map_with_model, start_ray_for_actors
+from handvae.judge import assess_generation, judge_predictions, load_judge
 from handvae.metrics import EvaluationMetrics
 from handvae.styles import draw, encode_styles, reconstruct
 
 REPORT_FILES = ("metrics.json", "pixel_accuracy.png", "per_class_accuracy.png", "confusion_matrix.png", "reconstructions.png", "alphabets.png", "report.md")
+GENERATION_PLOT = "generation.png"  # with a judge only
 ALPHABET_STYLES = 6  # as many test styles as the seed's last cell draws
 
 
@@ -52,7 +55,11 @@ class EvalOptions:
     batch_size: int = 1024
     """Images per inference call."""
     seed: int = 0
-    """Seeds each image's posterior sample and the styles of the alphabet sheet."""
+    """Seeds each image's posterior sample, the choice of style images and their draws."""
+    judge: str | None = None
+    """A judge file (`handvae train-judge`): also measure legibility and variety of generated characters."""
+    styles_per_class: int = 10
+    """With a judge: real images of each class whose styles are decoded as all 36 characters."""
 
     def __post_init__(self):
         if self.num_workers is not None and self.num_workers < 1:
@@ -61,6 +68,8 @@ class EvalOptions:
             raise DataError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.seed < 0:
             raise DataError(f"seed must be >= 0, got {self.seed}")
+        if self.styles_per_class < 1:
+            raise DataError(f"styles_per_class must be >= 1, got {self.styles_per_class}")
 
 
 class _Evaluator(ModelActor):
@@ -96,33 +105,66 @@ def run_evaluation(model_path: str, sources: DataSources, out_dir: str, options:
     workers = start_ray_for_actors(options.num_workers, options.use_gpu)
     records = read_split(sources, options.split)
     results = map_with_model(records, _Evaluator, model, (options.seed,), workers, options.use_gpu, options.batch_size)
+    judge, judge_metadata = load_judge(options.judge) if options.judge else (None, {})
     metrics = EvaluationMetrics(IMAGE_SIDE)
-    examples: dict[int, tuple[int, np.ndarray]] = {}  # label -> (order key, image): the first of each class
+    judged = MulticlassAccuracy(num_classes=NUM_CLASSES, average=None)
+    # A random (by the seed) but batching-independent sample of each class: the reconstruction
+    # grid's examples, the alphabet sheet's styles, and with a judge the styles and real images
+    # that generated characters are compared with.
+    samples = ClassSample(options.styles_per_class * NUM_CLASSES if judge else 1, options.seed)
     for batch in results.iter_batches(batch_format="numpy", batch_size=None):
         hits = np.unpackbits(batch["recon_hits"], axis=1, count=IMAGE_SIDE * IMAGE_SIDE).reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
-        metrics.update(
-            torch.tensor(batch["label"]), torch.tensor(batch["predicted"]), torch.from_numpy(hits.astype(bool)),
-            torch.tensor(batch["losses"]), batch["source"].tolist(),
-        )
-        for i, (label, key) in enumerate(zip(batch["label"].tolist(), batch["order_key"].tolist())):
-            if label not in examples or key < examples[label][0]:
-                examples[label] = (key, batch["image"][i])
+        labels = torch.tensor(batch["label"]).long()
+        metrics.update(labels, torch.tensor(batch["predicted"]), torch.from_numpy(hits.astype(bool)), torch.tensor(batch["losses"]), batch["source"].tolist())
+        samples.add(batch["label"], batch["order_key"], batch["image"])
+        if judge:
+            judged.update(judge_predictions(judge, torch.tensor(batch["image"])), labels)
     if metrics.images == 0:
         raise DataError(f"split {options.split!r} of {_describe(sources)} holds no images")
-    figures = metrics.compute()
     report = {
         "model": os.path.abspath(model_path),
         "model_metadata": {k: metadata.get(k) for k in ("run_name", "epoch") if k in metadata},
         "data": sources.describe(),
         "split": options.split,
         "seed": options.seed,
-        **figures,
+        **metrics.compute(),
     }
-    _write_report(out_dir, report, model, examples, options.seed)
+    examples = samples.by_class()
+    if judge:
+        present = metrics.confusion.compute().sum(dim=1).nonzero().flatten().tolist()
+        real_accuracy = dict(zip(present, judged.compute()[present].tolist()))
+        report["generation"] = {
+            "judge": os.path.abspath(options.judge),
+            "judge_metadata": judge_metadata,
+            **assess_generation(model, judge, {c: torch.from_numpy(v) for c, v in examples.items()}, real_accuracy, options.styles_per_class, options.seed),
+        }
+    _write_report(out_dir, report, model, {c: v[0] for c, v in examples.items()}, options.seed)
     return report
 
 
-def _write_report(out_dir: str, report: dict, model, examples: dict, seed: int) -> None:
+class ClassSample:
+    """Keeps, per class, the `size` records of the smallest rank (a hash of their order key and the
+    seed): the same random sample however the records arrive."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed = size, seed
+        self.kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # class -> (ranks, images)
+
+    def add(self, labels: np.ndarray, order_keys: np.ndarray, images: np.ndarray) -> None:
+        ranks = mix64(order_keys, self.seed)
+        for c in np.unique(labels).tolist():
+            mine = labels == c
+            old_ranks, old_images = self.kept.get(c, (ranks[:0], images[:0]))
+            all_ranks, all_images = np.concatenate([old_ranks, ranks[mine]]), np.concatenate([old_images, images[mine]])
+            keep = np.argsort(all_ranks, kind="stable")[: self.size]
+            self.kept[c] = (all_ranks[keep], all_images[keep])
+
+    def by_class(self) -> dict[int, np.ndarray]:
+        """class -> images (n, S, S), in rank order."""
+        return {c: images for c, (_, images) in sorted(self.kept.items())}
+
+
+def _write_report(out_dir: str, report: dict, model, examples: dict[int, np.ndarray], seed: int) -> None:
     staging = f"{out_dir}.tmp-{uuid.uuid4().hex[:8]}"
     os.makedirs(staging)
     try:
@@ -133,7 +175,7 @@ def _write_report(out_dir: str, report: dict, model, examples: dict, seed: int) 
         plots.confusion_matrix(np.array(report["confusion_matrix"]), os.path.join(staging, "confusion_matrix.png"))
 
         labels = np.array(sorted(examples))
-        originals = torch.from_numpy(np.stack([examples[c][1] for c in labels]))
+        originals = torch.from_numpy(np.stack([examples[c] for c in labels]))
         torch.manual_seed(seed)
         recons, predicted = reconstruct(model, originals)
         plots.reconstructions(originals.numpy(), recons.numpy(), labels, predicted.numpy(), os.path.join(staging, "reconstructions.png"))
@@ -148,6 +190,9 @@ def _write_report(out_dir: str, report: dict, model, examples: dict, seed: int) 
             [f"style of a test {CHARSET[c]}" for c in picks], os.path.join(staging, "alphabets.png"),
             "Generated alphabets: each row decodes every character in the style of one test image",
         )
+        if "generation" in report:
+            generation = report["generation"]
+            plots.generation_quality(generation["real_accuracy"], generation["generated_accuracy"], generation["variety"], os.path.join(staging, GENERATION_PLOT))
         with open(os.path.join(staging, "report.md"), "w") as f:
             f.write(_markdown(report))
         if os.path.exists(out_dir):
@@ -194,6 +239,7 @@ Data: {report['images']:,} images ({'bundled sample' if report['data']['bundled_
 {per_source}
 
 Hardest characters: {', '.join(f'{c} {a:.1%}' for c, a in worst)}.
+{_generation_markdown(report.get("generation"))}
 
 ## Reconstruction accuracy per pixel
 ![per-pixel reconstruction accuracy](pixel_accuracy.png)
@@ -209,4 +255,24 @@ Hardest characters: {', '.join(f'{c} {a:.1%}' for c, a in worst)}.
 
 ## Generated alphabets
 ![generated alphabets](alphabets.png)
+"""
+
+
+def _generation_markdown(generation: dict | None) -> str:
+    if not generation:
+        return ""
+    return f"""
+## Generated characters, judged by a separate classifier
+
+{generation['styles']} styles (real images of every class of the split, one posterior draw each) x 36 characters
+= {generation['generated_images']:,} generated images, judged by `{generation['judge']}`.
+
+| figure | value |
+|---|---|
+| judge accuracy on real characters (mean over classes) | {generation['real_accuracy_mean']:.2%} |
+| judge accuracy on generated characters (mean over classes) | {generation['generated_accuracy_mean']:.2%} |
+| legibility (generated / real) | {generation['legibility']:.3f}x |
+| variety (pairwise distance, generated / real, mean over characters) | {generation['variety_mean']:.3f}x |
+
+![judge accuracy and variety per character]({GENERATION_PLOT})
 """

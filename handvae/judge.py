@@ -19,7 +19,9 @@ import torch.nn.functional as F
 
 from handvae import storage
 from handvae.checkpoint import ModelFileError
-from handvae.labels import NUM_CLASSES
+from handvae.labels import CHARSET, NUM_CLASSES
+from handvae.model import VAE
+from handvae.styles import draw, encode_styles
 
 JUDGE_FORMAT = "handvae.judge"
 
@@ -123,19 +125,36 @@ def mean_pairwise_distance(images: torch.Tensor) -> float:
     return float(distances.sum() / (n * (n - 1)))
 
 
-def variety_ratio(generated: torch.Tensor, generated_labels: torch.Tensor, real: torch.Tensor, real_labels: torch.Tensor, per_class: int, seed: int = 0) -> dict[int, float]:
-    """Per class: mean pairwise distance of `per_class` generated images (different styles) over
-    that of `per_class` real images, drawn at random by the seed."""
-    generator = torch.Generator().manual_seed(seed)
-    ratios = {}
-    for c in generated_labels.unique().tolist():
-        gen, rea = generated[generated_labels == c], real[real_labels == c]
-        n = min(per_class, len(gen), len(rea))
-        if n < 2:
-            continue
-        pick = lambda t: t[torch.randperm(len(t), generator=generator)[:n]]  # noqa: E731
-        ratios[c] = mean_pairwise_distance(pick(gen)) / mean_pairwise_distance(pick(rea))
-    return ratios
+def assess_generation(model: VAE, judge: Judge, real: dict[int, torch.Tensor], real_accuracy: dict[int, float], styles_per_class: int, seed: int) -> dict:
+    """The seed's last cell at scale, judged: the first `styles_per_class` real images of each class
+    in `real` (uint8 (n, S, S) per class, in a random order) give the styles, one posterior draw
+    each; every style is decoded as all 36 characters. `real_accuracy` is the judge's accuracy per
+    class on the real images of the split. Returns JSON-ready figures keyed by character."""
+    style_images = torch.cat([real[c][:styles_per_class] for c in sorted(real)])
+    keys = [(seed, c, i) for c in sorted(real) for i in range(len(real[c][:styles_per_class]))]
+    styles = encode_styles(model, style_images, keys)[:, 0]
+    chars = torch.arange(NUM_CLASSES).repeat(len(style_images))
+    generated = draw(model, styles.repeat_interleave(NUM_CLASSES, dim=0), chars)
+    generated_accuracy = per_class_accuracy(judge_predictions(judge, generated), chars)
+    variety = {}
+    for c in sorted(real):
+        n = min(len(style_images), len(real[c]))
+        if n >= 2:
+            variety[c] = mean_pairwise_distance(generated[chars == c][:n]) / mean_pairwise_distance(real[c][:n])
+    compared = sorted(set(real_accuracy) & set(generated_accuracy))
+    real_mean = sum(real_accuracy[c] for c in compared) / len(compared)
+    generated_mean = sum(generated_accuracy[c] for c in compared) / len(compared)
+    return {
+        "styles": len(style_images),
+        "generated_images": len(chars),
+        "real_accuracy_mean": real_mean,
+        "generated_accuracy_mean": generated_mean,
+        "legibility": generated_mean / real_mean,
+        "variety_mean": sum(variety.values()) / len(variety),
+        "real_accuracy": {CHARSET[c]: real_accuracy[c] for c in sorted(real_accuracy)},
+        "generated_accuracy": {CHARSET[c]: generated_accuracy[c] for c in sorted(generated_accuracy)},
+        "variety": {CHARSET[c]: v for c, v in variety.items()},
+    }
 
 
 def save_judge(path: str, judge: Judge, metadata: dict) -> None:

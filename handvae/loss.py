@@ -20,18 +20,27 @@ class LossTerms:
 
 @dataclass(frozen=True)
 class LossWeights:
-    """How the terms combine: `cat_weight * cat + recon + epoch * kl_step * kl` (the seed's schedule)."""
+    """How the terms combine: `cat_weight * cat + recon + min(epoch * kl_step, kl_max) * kl` (the seed's
+    schedule, without a cap)."""
 
     cat_weight: float = 0.1
     """Weight of the classification term."""
     kl_step: float = 0.001
     """KL weight added per epoch; epochs count from 1, so epoch 1 uses kl_step."""
+    kl_max: float | None = None
+    """Cap on the KL weight; None: none (the seed's weight grows without bound)."""
 
     def __post_init__(self):
-        for name in ("cat_weight", "kl_step"):
+        for name in ("cat_weight", "kl_step", "kl_max"):
             value = getattr(self, name)
+            if name == "kl_max" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"LossWeights.{name} must be a number >= 0, got {value!r}")
+
+    def kl_weight(self, epoch: int) -> float:
+        weight = epoch * self.kl_step
+        return weight if self.kl_max is None else min(weight, self.kl_max)
 
 
 def kl_divergence(z_mean: torch.Tensor, log_z_var: torch.Tensor) -> torch.Tensor:
@@ -67,4 +76,4 @@ def total_loss(terms: LossTerms, weights: LossWeights, epoch: int) -> torch.Tens
     """The seed's objective at a 1-based epoch."""
     if epoch < 1:
         raise ValueError(f"epoch counts from 1, got {epoch}")
-    return weights.cat_weight * terms.cat + terms.recon + epoch * weights.kl_step * terms.kl
+    return weights.cat_weight * terms.cat + terms.recon + weights.kl_weight(epoch) * terms.kl

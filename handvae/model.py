@@ -89,8 +89,24 @@ class VAE(nn.Module):
         h = self.label_to_features(F.softmax(y_logits, dim=1)) + self.z_to_features(z)
         return self.decoder(h)
 
-    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> (x_recon_logits, z_mean, log_z_var, y_logits), the seed's order; `noise` as in `sample`."""
+    def forward(
+        self, x: torch.Tensor, noise: torch.Tensor | None = None, decoder_labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (x_recon_logits, z_mean, log_z_var, y_logits), the seed's order; `noise` as in `sample`.
+
+        The decoder draws the class the encoder predicts (the seed), except for images whose entry
+        in `decoder_labels` (B,) is a class 0..C-1: those are drawn as that class (-1: predicted).
+        """
         z_mean, log_z_var, y_logits = self.encode(x)
         z = self.sample(z_mean, log_z_var, noise)
-        return self.decode(z, y_logits), z_mean, log_z_var, y_logits
+        class_input = y_logits
+        if decoder_labels is not None:
+            given = (decoder_labels >= 0).unsqueeze(1)
+            class_input = torch.where(given, one_hot_logits(decoder_labels.clamp_min(0), self.config.num_classes), y_logits)
+        return self.decode(z, class_input), z_mean, log_z_var, y_logits
+
+
+def one_hot_logits(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Logits whose softmax is the one-hot vector of each label (0 for the class, -1e4 elsewhere):
+    the class input of `VAE.decode` for a known class, as a confident encoder gives it."""
+    return (F.one_hot(labels.long(), num_classes).float() - 1.0) * 1e4

@@ -97,3 +97,22 @@ def character_sheet(images: np.ndarray, chars: list[str], row_labels: list[str],
         axes[r, 0].set_ylabel(row_labels[r], fontsize=6, rotation=0, ha="right", va="center")
     fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+
+
+def generation_quality(real: dict[str, float], generated: dict[str, float], variety: dict[str, float], path: str) -> None:
+    """Per character: the judge's accuracy on real and on generated images, and the variety ratio."""
+    chars = [c for c in CHARSET if c in real and c in generated]
+    positions = np.arange(len(chars))
+    fig = Figure(figsize=(max(6.0, 0.32 * len(chars) + 1.5), 6.0))
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.bar(positions - 0.2, [real[c] for c in chars], width=0.4, label="real", color="tab:grey")
+    top.bar(positions + 0.2, [generated[c] for c in chars], width=0.4, label="generated", color="tab:green")
+    top.set_ylabel("judge accuracy")
+    top.set_ylim(0, 1.0)
+    top.legend(loc="lower right")
+    top.set_title("A separate classifier's accuracy on real and generated characters")
+    bottom.bar(positions, [variety.get(c, np.nan) for c in chars], color="tab:purple")
+    bottom.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+    bottom.set_ylabel("variety (generated / real)")
+    bottom.set_xticks(positions, chars, fontsize=8)
+    fig.savefig(path, dpi=_DPI, bbox_inches="tight")

@@ -6,10 +6,9 @@ Pure torch, no Ray: the generation job and the evaluation report both call these
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from handvae.engine import model_inputs, seeded_normal
-from handvae.model import VAE
+from handvae.model import VAE, one_hot_logits
 
 
 @torch.no_grad()
@@ -44,8 +43,8 @@ def draw(model: VAE, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     one asked for). Logits of 0 and -1e4 make the softmax give the one-hot vector itself, the class
     probabilities a confident encoder feeds the decoder in training.
     """
-    one_hot = F.one_hot(labels.long(), model.config.num_classes).float().to(z.device)
-    return model.decode(z, (one_hot - 1.0) * 1e4).sigmoid().mul(255).round().to(torch.uint8).squeeze(1).cpu()
+    class_input = one_hot_logits(labels, model.config.num_classes).to(z.device)
+    return model.decode(z, class_input).sigmoid().mul(255).round().to(torch.uint8).squeeze(1).cpu()
 
 
 @torch.no_grad()

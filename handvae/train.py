@@ -33,8 +33,8 @@ from ray.train.torch import TorchTrainer
 from handvae import storage
 from handvae.checkpoint import save_model
 from handvae.config import ConfigError, TrainConfig
-from handvae.data.datasets import DataSources, read_split, training_columns
-from handvae.engine import epoch_figures, evaluate, train_epoch
+from handvae.data.datasets import DataSources, read_split, sorted_tensors, training_columns
+from handvae.engine import epoch_figures, epoch_order, evaluate, train_epoch
 from handvae.model import VAE
 from handvae.runtime import init_ray
 
@@ -136,11 +136,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     scalars = _tensorboard_writer(run_dir) if config.tensorboard and rank == 0 else None
     for epoch in range(start_epoch, config.epochs + 1):
-        permutation = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
-        order = permutation[rank : per_rank * world : world].to(device)
-        torch.manual_seed((config.seed * 1_000_003 + epoch) * 10_007 + rank)  # the sampling noise
+        order = epoch_order(train_labels.cpu(), config, epoch)[rank : per_rank * world : world].to(device)
+        torch.manual_seed((config.seed * 1_000_003 + epoch) * 10_007 + rank)  # sampling noise, augmentation
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate_at(epoch)
         started = time.perf_counter()
-        train_sums = train_epoch(ddp_model, optimizer, train_images, train_labels, order, config.batch_size, config.loss, epoch, config.bf16)
+        train_sums = train_epoch(ddp_model, optimizer, train_images, train_labels, order, epoch, config)
         train_seconds = time.perf_counter() - started
         eval_sums = evaluate(model, test_images, test_labels)
         record = {"epoch": epoch, **epoch_figures(_all_sum(train_sums), _all_sum(eval_sums))}
@@ -161,12 +162,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
 
 def _load_sorted(shard, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    batches = list(shard.iter_torch_batches(batch_size=8192))
-    if not batches:
-        return torch.empty(0, 28, 28, dtype=torch.uint8, device=device), torch.empty(0, dtype=torch.long, device=device)
-    order = torch.cat([b["order_key"] for b in batches]).argsort()
-    images = torch.cat([b["image"] for b in batches])[order]
-    labels = torch.cat([b["label"] for b in batches])[order].long()
+    images, labels = sorted_tensors(shard.iter_torch_batches(batch_size=8192))
     return images.to(device), labels.to(device)
 
 

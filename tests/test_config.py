@@ -1,6 +1,9 @@
 import pytest
+import torch
 
+from handvae.augment import Augment
 from handvae.config import PRESETS, ConfigError, TrainConfig, resolve_config
+from handvae.engine import epoch_order
 from handvae.loss import LossWeights
 from handvae.model import VAEConfig
 
@@ -23,8 +26,26 @@ def test_file_overrides_preset_and_flags_override_file(tmp_path):
 
 
 def test_round_trip_through_a_dict():
-    config = TrainConfig(epochs=3, model=VAEConfig(num_filters=8))
+    config = TrainConfig(epochs=3, model=VAEConfig(num_filters=8), augment=Augment(max_shift=2.0), class_balance=0.5)
     assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_cosine_schedule_is_a_function_of_the_epoch():
+    assert TrainConfig(learning_rate=0.002).learning_rate_at(7) == 0.002
+    cosine = TrainConfig(learning_rate=0.002, epochs=4, lr_schedule="cosine")
+    assert [cosine.learning_rate_at(e) for e in (1, 2, 3, 4)] == pytest.approx([0.002, 0.001 + 0.001 * 2**-0.5, 0.001, 0.001 - 0.001 * 2**-0.5])
+
+
+def test_class_balance_evens_out_what_an_epoch_draws():
+    labels = torch.tensor([0] * 900 + [1] * 100)
+    natural = epoch_order(labels, TrainConfig(), epoch=1)
+    assert sorted(natural.tolist()) == list(range(1000))  # a permutation: every image once
+    balanced = epoch_order(labels, TrainConfig(class_balance=1.0), epoch=1)
+    assert len(balanced) == 1000 and 400 < int((labels[balanced] == 1).sum()) < 600
+    half = epoch_order(labels, TrainConfig(class_balance=0.5), epoch=1)
+    assert 180 < int((labels[half] == 1).sum()) < 320  # weights 1/30 vs 1/10: a quarter are class 1
+    assert torch.equal(balanced, epoch_order(labels, TrainConfig(class_balance=1.0), epoch=1))  # same on every rank
+    assert not torch.equal(balanced, epoch_order(labels, TrainConfig(class_balance=1.0), epoch=2))
 
 
 @pytest.mark.parametrize(
@@ -40,6 +61,11 @@ def test_round_trip_through_a_dict():
         ({"model": {"num_filters": 0}}, "VAEConfig.num_filters must be a positive integer"),
         ({"model": {"filters": 8}}, "unknown model keys \\['filters'\\]"),
         ({"loss": {"kl_step": -1}}, "LossWeights.kl_step must be a number >= 0"),
+        ({"loss": {"kl_max": "big"}}, "LossWeights.kl_max must be a number >= 0"),
+        ({"lr_schedule": "linear"}, "lr_schedule must be one of"),
+        ({"class_balance": 1.5}, "class_balance must be a number in \\[0, 1\\]"),
+        ({"teacher_forcing": -0.1}, "teacher_forcing must be a number in"),
+        ({"augment": {"max_rotation": 90}}, "Augment.max_rotation must be a number in"),
     ],
 )
 def test_bad_values_are_config_errors_that_name_the_field(values, message):

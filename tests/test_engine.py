@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from handvae.engine import EVAL_SUMS, TRAIN_SUMS, epoch_figures, evaluate, train_epoch
-from handvae.loss import LossWeights
+from handvae.config import TrainConfig
 from handvae.model import VAE, VAEConfig
 
 
@@ -23,9 +23,10 @@ def test_loss_falls_and_sums_count_every_image():
     model = VAE(VAEConfig(num_classes=4, num_filters=4, num_latent=2))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     order = torch.arange(len(labels))
-    first = train_epoch(model, optimizer, images, labels, order, 32, LossWeights(), epoch=1)
+    config = TrainConfig(batch_size=32)
+    first = train_epoch(model, optimizer, images, labels, order, 1, config)
     for epoch in range(2, 8):
-        last = train_epoch(model, optimizer, images, labels, order, 32, LossWeights(), epoch=epoch)
+        last = train_epoch(model, optimizer, images, labels, order, epoch, config)
     assert first[0] == last[0] == 96
     figures_first = epoch_figures(first, evaluate(model, images, labels))
     assert last[TRAIN_SUMS.index("recon_loss")] < first[TRAIN_SUMS.index("recon_loss")]

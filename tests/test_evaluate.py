@@ -14,6 +14,7 @@ from handvae.cli import app
 from handvae.data.datasets import DataSources
 from handvae.data.errors import DataError
 from handvae.evaluate import REPORT_FILES, EvalOptions, run_evaluation
+from handvae.judge import Judge, save_judge
 from handvae.model import VAE, VAEConfig
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -70,6 +71,23 @@ def test_the_report_folder_holds_every_file(one_actor, model_path):
             with Image.open(out / name) as image:
                 assert image.format == "PNG" and 300 <= image.width <= 4000 and 150 <= image.height <= 4000, name
             assert f"({name})" in (out / "report.md").read_text()
+
+
+def test_with_a_judge_the_report_measures_generated_characters(sources, model_path, tmp_path):
+    torch.manual_seed(0)
+    save_judge(str(tmp_path / "judge.pt"), Judge(), {"note": "untrained"})
+    options = EvalOptions(judge=str(tmp_path / "judge.pt"), styles_per_class=2, batch_size=9)
+    report = run_evaluation(model_path, sources, str(tmp_path / "judged"), options)
+    generation = report["generation"]
+    present = report["per_class_images"]
+    assert generation["styles"] == sum(min(2, n) for n in present.values())
+    assert generation["generated_images"] == 36 * generation["styles"]
+    assert set(generation["real_accuracy"]) == set(present) and set(generation["generated_accuracy"]) == set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    assert generation["legibility"] == pytest.approx(generation["generated_accuracy_mean"] / generation["real_accuracy_mean"])
+    assert (tmp_path / "judged" / "generation.png").is_file() and "legibility" in (tmp_path / "judged" / "report.md").read_text()
+    # The styles are a seeded sample of each class, the same whatever the batching.
+    again = run_evaluation(model_path, sources, str(tmp_path / "again"), EvalOptions(judge=str(tmp_path / "judge.pt"), styles_per_class=2, batch_size=4, num_workers=2))
+    assert again["generation"] == generation
 
 
 def test_a_second_run_replaces_the_report_and_never_another_folder(sources, model_path, one_actor, tmp_path):

@@ -48,6 +48,9 @@ def test_total_uses_the_seed_schedule():
     assert total_loss(terms, LossWeights(), epoch=1).item() == pytest.approx(0.1 * 2 + 0.5 + 1 * 0.001 * 100)
     assert total_loss(terms, LossWeights(), epoch=10).item() == pytest.approx(0.2 + 0.5 + 10 * 0.001 * 100)
     assert total_loss(terms, LossWeights(cat_weight=1.0, kl_step=0.0), epoch=3).item() == pytest.approx(2.5)
+    capped = LossWeights(kl_step=0.002, kl_max=0.005)
+    assert [capped.kl_weight(e) for e in (1, 2, 3, 10)] == pytest.approx([0.002, 0.004, 0.005, 0.005])
+    assert total_loss(terms, capped, epoch=10).item() == pytest.approx(0.2 + 0.5 + 0.005 * 100)
 
 
 def test_bad_weights_and_epoch_are_rejected():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from handvae.model import VAE, VAEConfig
+from handvae.model import VAE, VAEConfig, one_hot_logits
 
 
 def test_shapes_follow_the_seed_architecture():
@@ -53,3 +53,16 @@ def test_config_rejects_bad_sizes(field, value):
 def test_other_input_sizes_work():
     model = VAE(VAEConfig(input_size=32, num_filters=4))
     assert model(torch.rand(2, 1, 32, 32))[0].shape == (2, 1, 32, 32)
+
+
+def test_decoder_labels_replace_the_prediction_image_by_image():
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(num_filters=4, num_latent=3)).eval()
+    x, noise = torch.rand(3, 1, 28, 28), torch.zeros(3, 3)
+    free, z_mean, _, y_logits = model(x, noise)
+    forced, *_ = model(x, noise, decoder_labels=torch.tensor([5, -1, 20]))
+    assert torch.allclose(forced[1], free[1])  # -1: the encoder's prediction, as in the seed
+    for i, label in ((0, 5), (2, 20)):
+        assert torch.allclose(forced[i], model.decode(z_mean[i : i + 1], one_hot_logits(torch.tensor([label]), 36))[0])
+        assert not torch.allclose(forced[i], free[i])
+    assert torch.allclose(torch.softmax(one_hot_logits(torch.tensor([2]), 4), dim=1), torch.tensor([[0.0, 0.0, 1.0, 0.0]]))

@@ -156,6 +156,24 @@ def order_keys(sources: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return (ids << 32) | rows.astype(np.int64)
 
 
+def to_tensors(dataset: ray.data.Dataset):
+    """All images (N, 28, 28) uint8 and labels (N,) int64 of a dataset as torch tensors in this
+    process, in a fixed order (by source and row)."""
+    return sorted_tensors(training_columns(dataset).iter_torch_batches(batch_size=8192))
+
+
+def sorted_tensors(batches):
+    """Torch batches of TRAINING_COLUMNS -> (images, labels) sorted by order key: the same tensors
+    whatever order the blocks arrived in."""
+    import torch  # here, not at the top: Ray Data's read workers import this module and need no torch
+
+    batches = list(batches)
+    if not batches:
+        return torch.empty(0, 28, 28, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
+    order = torch.cat([b["order_key"] for b in batches]).argsort()
+    return torch.cat([b["image"] for b in batches])[order], torch.cat([b["label"] for b in batches])[order].long()
+
+
 def _with_order_key(batch: Batch) -> Batch:
     return {**batch, "order_key": order_keys(batch["source"], batch["row"])}
 
