@@ -63,7 +63,7 @@ def load_model_and_metadata(path: str | os.PathLike, map_location: str | torch.d
         raise ModelFileError(f"{path}: invalid model_config: {exc}") from exc
     model = VAE(config)
     _check_state(path, payload.get("model_state"), model.state_dict())
-    model.load_state_dict(payload["model_state"])
+    model.load_state_dict(payload["model_state"], strict="class_latent_means" in payload["model_state"])
     model.eval()
     return model, dict(payload.get("metadata") or {})
 
@@ -71,11 +71,14 @@ def load_model_and_metadata(path: str | os.PathLike, map_location: str | torch.d
 def _check_state(path: Path, state: Any, expected: dict[str, torch.Tensor]) -> None:
     if not isinstance(state, dict):
         raise ModelFileError(f"{path}: model_state is missing or not a dict of tensors")
-    missing = sorted(set(expected) - set(state))
+    # Files from before the model kept its class latent means load with zeros there (no class shift).
+    missing = sorted(set(expected) - set(state) - {"class_latent_means"})
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         raise ModelFileError(f"{path}: model_state does not match the model: missing {missing}, unexpected {unexpected}")
     for name, tensor in expected.items():
+        if name not in state:
+            continue
         got = state[name]
         if not isinstance(got, torch.Tensor) or got.shape != tensor.shape:
             shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__

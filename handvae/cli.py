@@ -246,6 +246,8 @@ def generate(
     randomness: Annotated[float, typer.Option("--randomness", help="Scales the posterior's spread; 0 draws the mean style.")] = 1.0,
     average: Annotated[int, typer.Option("--average", help="Posterior draws averaged into one style.")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="Same seed and inputs, identical output.")] = 0,
+    sharpness: Annotated[Optional[float], typer.Option("--sharpness", help="Factor on the decoder's logits: 1 soft (the seed), higher crisper (default: the model's recipe).")] = None,
+    class_shift: Annotated[Optional[bool], typer.Option("--class-shift/--no-class-shift", show_default=False, help="Move styles between classes' mean latents (default: the model's recipe).")] = None,
     num_workers: Annotated[Optional[int], typer.Option("--num-workers", help="Model actors (default: one per CPU but one).")] = None,
     use_gpu: Annotated[bool, typer.Option("--use-gpu", help="One GPU per model actor.")] = False,
 ):
@@ -259,7 +261,8 @@ def generate(
         raise DataError("give --style-images or data flags for the styles, not both")
     options = GenerateOptions(
         chars=chars, text=text, split=split, style_images=tuple(style_images or ()), num_styles=num_styles,
-        samples_per_style=samples_per_style, randomness=randomness, average=average, seed=seed, num_workers=num_workers, use_gpu=use_gpu,
+        samples_per_style=samples_per_style, randomness=randomness, average=average, seed=seed, sharpness=sharpness, class_shift=class_shift,
+        num_workers=num_workers, use_gpu=use_gpu,
     )
     manifest = run_generation(model, sources, out, options)
     typer.echo(f"wrote {manifest['rows']:,} images in {manifest['styles']:,} styles to {os.path.abspath(out)} (contact sheet: sheet.png)")

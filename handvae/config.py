@@ -29,6 +29,34 @@ def _require(name, value, kind, check, expected):
 
 
 @dataclass(frozen=True)
+class Drawing:
+    """How characters are drawn from styles. Part of a training recipe: the model file carries it,
+    and generation uses it unless told otherwise."""
+
+    sharpness: float = 1.0
+    """Factor on the decoder's logits before the sigmoid. 1 (the seed) draws the Bernoulli means,
+    soft and blurry; higher draws crisper strokes, closer to real ink."""
+    class_shift: bool = False
+    """Move each style from the class the encoder sees in its image to the class being drawn, by
+    the difference of the two classes' mean latents (`VAE.class_latent_means`, from the training
+    set), so that the style image's own character does not show through."""
+
+    def __post_init__(self):
+        if isinstance(self.sharpness, bool) or not isinstance(self.sharpness, (int, float)) or not 0.25 <= self.sharpness <= 10:
+            raise ValueError(f"Drawing.sharpness must be a number in [0.25, 10], got {self.sharpness!r}")
+        if not isinstance(self.class_shift, bool):
+            raise ValueError(f"Drawing.class_shift must be true or false, got {self.class_shift!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_metadata(cls, metadata: dict) -> "Drawing":
+        """The drawing a model file's metadata records; the seed's for files that record none."""
+        return cls(**metadata.get("drawing", {}))
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 10
     """Passes over the training split."""
@@ -66,6 +94,8 @@ class TrainConfig:
     """Loss weights and the KL schedule."""
     augment: Augment = field(default_factory=Augment)
     """Random shifts, rotations and scalings of training images (off in the seed, always off in evaluation)."""
+    drawing: Drawing = field(default_factory=Drawing)
+    """How generation draws characters with the trained model; saved in the model file."""
     fail_once_at_epoch: int | None = None
     """Fault drill: rank 0 raises once at the end of this epoch, before its checkpoint."""
 
@@ -105,7 +135,7 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}; known: {sorted(known)}")
         updates = dict(values)
-        for name, kind in (("model", VAEConfig), ("loss", LossWeights), ("augment", Augment)):
+        for name, kind in (("model", VAEConfig), ("loss", LossWeights), ("augment", Augment), ("drawing", Drawing)):
             if name in updates:
                 nested = updates[name]
                 if not isinstance(nested, dict):

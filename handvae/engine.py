@@ -106,6 +106,19 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return sums
 
 
+@torch.no_grad()
+def class_latent_means(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """(classes, latent): the mean posterior mean z of each class's images; 0 for a class without any."""
+    model.eval()
+    sums = torch.zeros(model.config.num_classes, model.config.num_latent, dtype=torch.float64)
+    for start in range(0, len(labels), batch_size):
+        x, y = model_inputs(images[start : start + batch_size], labels[start : start + batch_size])
+        z_mean = model.encode(x)[0]
+        sums.index_add_(0, y.cpu(), z_mean.double().cpu())
+    counts = torch.bincount(labels.cpu(), minlength=model.config.num_classes).clamp_min(1)
+    return (sums / counts[:, None]).float()
+
+
 def seeded_normal(keys: Sequence[Sequence[int]], size: int) -> torch.Tensor:
     """(len(keys), size) standard normal noise, row i drawn from its own seed keys[i] (a tuple of
     non-negative ints): a row's noise does not depend on which rows share its batch or worker."""

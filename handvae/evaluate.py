@@ -37,7 +37,8 @@ from handvae.labels import CHARSET, NUM_CLASSES
 from handvae.inference import ModelActor, load_checked_model, map_with_model, start_ray_for_actors
 from handvae.judge import assess_generation, judge_predictions, load_judge
 from handvae.metrics import EvaluationMetrics
-from handvae.styles import draw, encode_styles, reconstruct
+from handvae.config import Drawing
+from handvae.styles import draw_in_styles, reconstruct
 
 REPORT_FILES = ("metrics.json", "pixel_accuracy.png", "per_class_accuracy.png", "confusion_matrix.png", "reconstructions.png", "alphabets.png", "report.md")
 GENERATION_PLOT = "generation.png"  # with a judge only
@@ -101,6 +102,7 @@ class _Evaluator(ModelActor):
 def run_evaluation(model_path: str, sources: DataSources, out_dir: str, options: EvalOptions = EvalOptions()) -> dict:
     """Evaluate, write the report folder, and return metrics.json's content."""
     model, metadata = load_checked_model(model_path)  # a bad model file fails here, before any actor
+    drawing = Drawing.from_metadata(metadata)  # the alphabets as the model's recipe draws them
     out_dir = _check_out_dir(out_dir)
     workers = start_ray_for_actors(options.num_workers, options.use_gpu)
     records = read_split(sources, options.split)
@@ -124,6 +126,7 @@ def run_evaluation(model_path: str, sources: DataSources, out_dir: str, options:
     report = {
         "model": os.path.abspath(model_path),
         "model_metadata": {k: metadata.get(k) for k in ("run_name", "epoch") if k in metadata},
+        "drawing": drawing.to_dict(),
         "data": sources.describe(),
         "split": options.split,
         "seed": options.seed,
@@ -136,9 +139,9 @@ def run_evaluation(model_path: str, sources: DataSources, out_dir: str, options:
         report["generation"] = {
             "judge": os.path.abspath(options.judge),
             "judge_metadata": judge_metadata,
-            **assess_generation(model, judge, {c: torch.from_numpy(v) for c, v in examples.items()}, real_accuracy, options.styles_per_class, options.seed),
+            **assess_generation(model, judge, {c: torch.from_numpy(v) for c, v in examples.items()}, real_accuracy, options.styles_per_class, options.seed, drawing),
         }
-    _write_report(out_dir, report, model, {c: v[0] for c, v in examples.items()}, options.seed)
+    _write_report(out_dir, report, model, {c: v[0] for c, v in examples.items()}, options.seed, drawing)
     return report
 
 
@@ -164,7 +167,7 @@ class ClassSample:
         return {c: images for c, (_, images) in sorted(self.kept.items())}
 
 
-def _write_report(out_dir: str, report: dict, model, examples: dict[int, np.ndarray], seed: int) -> None:
+def _write_report(out_dir: str, report: dict, model, examples: dict[int, np.ndarray], seed: int, drawing: Drawing) -> None:
     staging = f"{out_dir}.tmp-{uuid.uuid4().hex[:8]}"
     os.makedirs(staging)
     try:
@@ -182,11 +185,9 @@ def _write_report(out_dir: str, report: dict, model, examples: dict[int, np.ndar
 
         # A few styles spread over the classes present, each drawn once from its posterior.
         picks = labels[np.linspace(0, len(labels) - 1, min(ALPHABET_STYLES, len(labels))).round().astype(int)]
-        styles = encode_styles(model, originals[np.searchsorted(labels, picks)], [(seed, int(c)) for c in picks])[:, 0]
-        chars = torch.arange(NUM_CLASSES)
-        sheet = draw(model, styles.repeat_interleave(NUM_CLASSES, dim=0), chars.repeat(len(picks)))
+        sheet = draw_in_styles(model, originals[np.searchsorted(labels, picks)], [(seed, int(c)) for c in picks], torch.arange(NUM_CLASSES), drawing)
         plots.character_sheet(
-            sheet.view(len(picks), NUM_CLASSES, IMAGE_SIDE, IMAGE_SIDE).numpy(), list(CHARSET),
+            sheet[:, 0].numpy(), list(CHARSET),
             [f"style of a test {CHARSET[c]}" for c in picks], os.path.join(staging, "alphabets.png"),
             "Generated alphabets: each row decodes every character in the style of one test image",
         )

@@ -38,7 +38,7 @@ import shutil
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -53,9 +53,10 @@ from handvae.data.datasets import DataSources, order_keys, read_split
 from handvae.data.errors import DataError
 from handvae.data.images import load_style_image
 from handvae.data.records import IMAGE_SIDE, mix64
+from handvae.config import Drawing
 from handvae.inference import ModelActor, load_checked_model, map_with_model, start_ray_for_actors
 from handvae.labels import CHARSET
-from handvae.styles import draw, encode_styles
+from handvae.styles import draw_in_styles
 
 SUCCESS_MARKER = "_SUCCESS"
 MANIFEST = "_manifest.json"  # "_": parquet readers skip it
@@ -84,6 +85,10 @@ class GenerateOptions:
     """Posterior draws averaged into one style (smoother, less varied)."""
     seed: int = 0
     """Seeds the choice of styles and every draw: the same seed and inputs give identical output."""
+    sharpness: float | None = None
+    """Factor on the decoder's logits (see `Drawing`); None: as the model's recipe draws."""
+    class_shift: bool | None = None
+    """Shift styles between classes' mean latents (see `Drawing`); None: as the model's recipe draws."""
     num_workers: int | None = None
     """Model actors; by default one per CPU but one (one per GPU with use_gpu)."""
     use_gpu: bool = False
@@ -124,17 +129,16 @@ class GenerateOptions:
 class _Drawer(ModelActor):
     """Maps a batch of style samples to the characters drawn in their styles."""
 
-    def __init__(self, weights: dict, use_gpu: bool, options: GenerateOptions):
+    def __init__(self, weights: dict, use_gpu: bool, options: GenerateOptions, drawing: Drawing):
         super().__init__(weights, use_gpu)
-        self.options = options
+        self.options, self.drawing = options, drawing
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         o = self.options
-        count, draws, labels = len(batch["style_id"]), o.samples_per_style, torch.tensor(o.labels)
-        images = torch.tensor(batch["image"], device=self.device)
-        styles = encode_styles(self.model, images, [(o.seed, int(k)) for k in batch["style_id"]], draws, o.randomness, o.average)
-        drawn = draw(self.model, styles.reshape(count * draws, -1).repeat_interleave(len(labels), dim=0), labels.repeat(count * draws))
-        drawn = drawn.view(count * draws, len(labels), IMAGE_SIDE, IMAGE_SIDE).numpy()
+        count, draws = len(batch["style_id"]), o.samples_per_style
+        keys = [(o.seed, int(k)) for k in batch["style_id"]]
+        drawn = draw_in_styles(self.model, torch.tensor(batch["image"]), keys, torch.tensor(o.labels), self.drawing, draws, o.randomness, o.average)
+        drawn = drawn.flatten(0, 1).numpy()  # (styles x draws, characters, S, S)
         if o.text is not None:
             pictures = [_line(cells, o.text) for cells in drawn]  # one line per (style, draw)
             chars, labels_out = [o.text] * len(pictures), np.full(len(pictures), -1, np.int16)
@@ -207,10 +211,15 @@ def _with_rank(batch: dict, seed: int) -> dict:
 def run_generation(model_path: str, sources: DataSources, out_dir: str, options: GenerateOptions = GenerateOptions()) -> dict:
     """Generate and write OUT whole; returns the manifest."""
     model, metadata = load_checked_model(model_path)
+    given = {k: v for k, v in (("sharpness", options.sharpness), ("class_shift", options.class_shift)) if v is not None}
+    try:
+        drawing = replace(Drawing.from_metadata(metadata), **given)  # the model's recipe, unless told otherwise
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
     out_dir = _claim_out_dir(out_dir)
     workers = start_ray_for_actors(options.num_workers, options.use_gpu)
     with _preserve_order():  # identical files for identical inputs
-        return _generate(model, metadata, model_path, sources, out_dir, options, workers)
+        return _generate(model, metadata, drawing, model_path, sources, out_dir, options, workers)
 
 
 @contextlib.contextmanager
@@ -223,12 +232,12 @@ def _preserve_order():
         options.preserve_order = before
 
 
-def _generate(model, metadata, model_path, sources, out_dir, options, workers) -> dict:
+def _generate(model, metadata, drawing, model_path, sources, out_dir, options, workers) -> dict:
     styles = style_samples(sources, options).materialize()
     total_styles = styles.count()
     if total_styles == 0:
         raise DataError(f"no style samples: split {options.split!r} of the given data holds no images")
-    drawn = map_with_model(styles, _Drawer, model, (options,), workers, options.use_gpu, options.styles_per_batch)
+    drawn = map_with_model(styles, _Drawer, model, (options, drawing), workers, options.use_gpu, options.styles_per_batch)
     generated = drawn.map_batches(_with_png, batch_format="pyarrow", batch_size=None)
 
     total = total_styles * options.per_style
@@ -242,6 +251,7 @@ def _generate(model, metadata, model_path, sources, out_dir, options, workers) -
             "model_metadata": {k: metadata.get(k) for k in ("run_name", "epoch") if k in metadata},
             "data": sources.describe() if not options.style_images else {"style_images": list(options.style_images)},
             "options": {k: v for k, v in asdict(options).items() if k not in ("labels", "num_workers", "use_gpu", "styles_per_batch")},
+            "drawing": drawing.to_dict(),
             "styles": total_styles,
             "rows": total,
         }

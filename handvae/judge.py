@@ -19,9 +19,10 @@ import torch.nn.functional as F
 
 from handvae import storage
 from handvae.checkpoint import ModelFileError
+from handvae.config import Drawing
 from handvae.labels import CHARSET, NUM_CLASSES
 from handvae.model import VAE
-from handvae.styles import draw, encode_styles
+from handvae.styles import draw_in_styles
 
 JUDGE_FORMAT = "handvae.judge"
 
@@ -125,16 +126,17 @@ def mean_pairwise_distance(images: torch.Tensor) -> float:
     return float(distances.sum() / (n * (n - 1)))
 
 
-def assess_generation(model: VAE, judge: Judge, real: dict[int, torch.Tensor], real_accuracy: dict[int, float], styles_per_class: int, seed: int) -> dict:
+def assess_generation(
+    model: VAE, judge: Judge, real: dict[int, torch.Tensor], real_accuracy: dict[int, float], styles_per_class: int, seed: int, drawing: Drawing
+) -> dict:
     """The seed's last cell at scale, judged: the first `styles_per_class` real images of each class
     in `real` (uint8 (n, S, S) per class, in a random order) give the styles, one posterior draw
-    each; every style is decoded as all 36 characters. `real_accuracy` is the judge's accuracy per
+    each; every style is drawn as all 36 characters, as `drawing` says. `real_accuracy` is the judge's accuracy per
     class on the real images of the split. Returns JSON-ready figures keyed by character."""
     style_images = torch.cat([real[c][:styles_per_class] for c in sorted(real)])
     keys = [(seed, c, i) for c in sorted(real) for i in range(len(real[c][:styles_per_class]))]
-    styles = encode_styles(model, style_images, keys)[:, 0]
+    generated = draw_in_styles(model, style_images, keys, torch.arange(NUM_CLASSES), drawing)[:, 0].flatten(0, 1)
     chars = torch.arange(NUM_CLASSES).repeat(len(style_images))
-    generated = draw(model, styles.repeat_interleave(NUM_CLASSES, dim=0), chars)
     generated_accuracy = per_class_accuracy(judge_predictions(judge, generated), chars)
     variety = {}
     for c in sorted(real):

@@ -61,6 +61,9 @@ class VAE(nn.Module):
             nn.Linear(config.num_classes, 128), nn.ReLU(), nn.Linear(128, features)
         )
         self.z_to_features = nn.Linear(config.num_latent, features)
+        # Mean posterior latent of each class over the training set, filled at the end of training:
+        # what `Drawing.class_shift` moves styles by. Zeros (no shift) until then.
+        self.register_buffer("class_latent_means", torch.zeros(config.num_classes, config.num_latent))
         self.decoder = nn.Sequential(
             nn.Unflatten(1, (filters, side, side)),
             nn.ConvTranspose2d(filters, filters, kernel_size=4, stride=2, padding=1),

@@ -95,7 +95,7 @@ def character_sheet(images: np.ndarray, chars: list[str], row_labels: list[str],
             if r == 0:
                 ax.set_title(chars[c] if chars[c] != " " else "␣", fontsize=8)
         axes[r, 0].set_ylabel(row_labels[r], fontsize=6, rotation=0, ha="right", va="center")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=1 + 0.3 / fig.get_figheight())  # clear of the column titles
     fig.savefig(path, dpi=_DPI, bbox_inches="tight")
 
 

@@ -34,7 +34,7 @@ from handvae import storage
 from handvae.checkpoint import save_model
 from handvae.config import ConfigError, TrainConfig
 from handvae.data.datasets import DataSources, read_split, sorted_tensors, training_columns
-from handvae.engine import epoch_figures, epoch_order, evaluate, train_epoch
+from handvae.engine import class_latent_means, epoch_figures, epoch_order, evaluate, train_epoch
 from handvae.model import VAE
 from handvae.runtime import init_ray
 
@@ -88,8 +88,10 @@ def run_training(config: TrainConfig, sources: DataSources, run_name: str, stora
         state = torch.load(f"{directory}/{STATE_FILE}", map_location="cpu", weights_only=True)
     model = VAE(config.model)
     model.load_state_dict(state["model_state"])
+    model.class_latent_means.copy_(class_latent_means(model, *sorted_tensors(datasets["train"].iter_torch_batches(batch_size=8192))))
     model_path = storage.join(run_dir, MODEL_FILE)
-    save_model(model_path, model, metadata={"run_name": run_name, "epoch": state["epoch"], "train_config": config.to_dict(), "data": sources.describe()})
+    metadata = {"run_name": run_name, "epoch": state["epoch"], "train_config": config.to_dict(), "data": sources.describe(), "drawing": config.drawing.to_dict()}
+    save_model(model_path, model, metadata=metadata)
     if config.report:
         from handvae.evaluate import EvalOptions, run_evaluation  # matplotlib: not for the training workers
 

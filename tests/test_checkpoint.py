@@ -63,3 +63,19 @@ def test_foreign_dict_and_wrong_shapes(tmp_path):
     torch.save(payload, tmp_path / "m.pt")
     with pytest.raises(ModelFileError, match="invalid model_config"):
         load_model(tmp_path / "m.pt")
+
+
+def test_a_file_without_class_latent_means_loads_with_zeros(tmp_path):
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(num_filters=2, num_latent=2))
+    save_model(tmp_path / "m.pt", model)
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    del payload["model_state"]["class_latent_means"]  # as files written before the buffer existed
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = load_model(tmp_path / "old.pt")
+    assert loaded.class_latent_means.abs().sum() == 0
+    assert torch.equal(loaded.z_mean.weight, model.z_mean.weight)
+    payload["model_state"]["class_latent_means"] = torch.zeros(3, 3)
+    torch.save(payload, tmp_path / "wrong.pt")
+    with pytest.raises(ModelFileError, match=r"class_latent_means has shape \(3, 3\)"):
+        load_model(tmp_path / "wrong.pt")

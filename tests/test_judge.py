@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from handvae.checkpoint import ModelFileError
+from handvae.config import Drawing
 from handvae.judge import (
     Judge, JudgeTraining, assess_generation, judge_inputs, load_judge, mean_pairwise_distance, save_judge, train_judge,
 )
@@ -48,7 +49,7 @@ def test_assessment_compares_generated_with_real_per_character():
     torch.manual_seed(0)
     model = VAE(VAEConfig(num_filters=4, num_latent=3)).eval()
     real = {3: torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8), 7: torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8)}
-    figures = assess_generation(model, Always3(), real, {3: 1.0, 7: 0.5}, styles_per_class=2, seed=0)
+    figures = assess_generation(model, Always3(), real, {3: 1.0, 7: 0.5}, styles_per_class=2, seed=0, drawing=Drawing())
     assert figures["styles"] == 4 and figures["generated_images"] == 4 * 36
     assert figures["generated_accuracy"]["3"] == 1.0 and figures["generated_accuracy"]["7"] == 0.0
     assert figures["real_accuracy_mean"] == 0.75 and figures["generated_accuracy_mean"] == 0.5
