@@ -8,7 +8,6 @@ The model rebuilds from the file alone; nothing in it is unpickled as code.
 
 import io
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,11 +45,16 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 
 
 def load_model_and_metadata(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[VAE, dict[str, Any]]:
-    path = Path(path)
-    if not path.is_file():
+    """A local path or a URI (s3://...: where a cluster's training run writes its model)."""
+    path = str(path)
+    try:
+        data = storage.read_bytes(path)
+    except (OSError, ValueError) as exc:  # pyarrow: unknown scheme, no credentials, access denied
+        raise ModelFileError(f"{path}: cannot read the model file ({exc})") from exc
+    if data is None:
         raise ModelFileError(f"{path}: model file not found")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
         raise ModelFileError(f"{path}: not a readable handvae model file ({type(exc).__name__}: {exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -68,7 +72,7 @@ def load_model_and_metadata(path: str | os.PathLike, map_location: str | torch.d
     return model, dict(payload.get("metadata") or {})
 
 
-def _check_state(path: Path, state: Any, expected: dict[str, torch.Tensor]) -> None:
+def _check_state(path: str, state: Any, expected: dict[str, torch.Tensor]) -> None:
     if not isinstance(state, dict):
         raise ModelFileError(f"{path}: model_state is missing or not a dict of tensors")
     # Files from before the model kept its class latent means load with zeros there (no class shift).

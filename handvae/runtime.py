@@ -10,7 +10,8 @@ import warnings
 
 import ray
 
-# Read by Ray's processes at start-up, so set before ray.init (workers inherit the driver's env).
+# Read by Ray's processes at start-up: set in the driver before ray.init, and passed to the workers
+# in the job's runtime env (on a cluster they do not inherit the driver's environment).
 _QUIET_ENV = {
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # otherwise every worker print() shows twice
     "RAY_DATA_LOG_LEVEL": "ERROR",  # "Starting execution of Dataset ..." and execution plans
@@ -24,20 +25,24 @@ _QUIET_ENV = {
 def init_ray(extra_cpus: int = 0) -> None:
     """Start or join Ray once per process. An embedded Ray gets the machine's cores plus
     `extra_cpus` logical CPUs: training workers hold one CPU each, and Ray Data's tasks need
-    CPUs beside them, or the data waits forever for a free CPU."""
+    CPUs beside them, or the data waits forever for a free CPU.
+
+    Under `ray job submit`, Ray sets RAY_ADDRESS and merges this runtime env with the job's
+    (working_dir, excludes); the job's own may not set the same environment variables."""
     if ray.is_initialized():
         return
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
+    runtime_env = {"env_vars": {key: os.environ[key] for key in _QUIET_ENV}, "worker_process_setup_hook": "handvae.runtime.quiet_worker"}
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=logging.WARNING, runtime_env=runtime_env)
     else:
         ray.init(
             num_cpus=(os.cpu_count() or 1) + extra_cpus,
             include_dashboard=False,  # `ray job submit` brings its own cluster and dashboard
             logging_level=logging.WARNING,
-            runtime_env={"worker_process_setup_hook": "handvae.runtime.quiet_worker"},
+            runtime_env=runtime_env,
         )
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
@@ -51,9 +56,9 @@ def init_ray(extra_cpus: int = 0) -> None:
 
 
 def quiet_worker() -> None:
-    """Runs in every worker process of an embedded Ray."""
+    """Runs in every worker process of the job, embedded or on a cluster."""
     # Train's placement-group cleaner asks the state API for the controller, which needs an
-    # address when the dashboard is off (and several Ray instances may share one host).
+    # address when the dashboard is off, or when several Ray instances share one host.
     os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.CRITICAL)
     # Ray's own DatasetManager sets an option it deprecated itself; nothing a user can act on.

@@ -1,10 +1,18 @@
 """Entry point for `ray job submit`: the same code path as `handvae generate`, with the same flags.
 
-    ray job submit --working-dir . -- python jobs/generate.py --model runs/NAME/model.pt \
-        --mnist-dir /data/mnist --num-styles 1000 --out /shared/generated/NAME
+From the repository root, as for jobs/train.py (README, "Cluster"):
 
-With RAY_ADDRESS set (as `ray job submit` does) it joins that cluster; otherwise it starts an
-embedded local Ray.
+    export RAY_ADDRESS=http://127.0.0.1:8265 RAY_AUTH_MODE=token
+    ray job submit --submission-id generate-exp1 --working-dir . --runtime-env jobs/runtime_env.yaml -- \\
+        python jobs/generate.py --model s3://BUCKET/runs/exp1/model.pt --mnist-dir /home/ray/data/mnist \\
+        --download --num-styles 1000 --use-gpu --out /home/ray/outputs/generated/exp1
+    ray rsync-down cluster.yaml /home/ray/outputs/generated/exp1 generated/exp1
+
+--out is a folder on the head node, where the job's driver writes the parquet (the command refuses
+URIs there); fetch it with `ray rsync-down` before `ray down`.
+
+Under `ray job submit`, Ray sets RAY_ADDRESS and the script joins that cluster; run directly without
+RAY_ADDRESS, it starts an embedded local Ray.
 """
 
 import sys

@@ -23,6 +23,18 @@ def test_saves_the_module_inside_a_wrapper(tmp_path):
     assert load_model(tmp_path / "m.pt").config.num_filters == 4
 
 
+def test_round_trip_through_a_uri(tmp_path):
+    """A cluster's training run writes model.pt to its storage URI (s3://...); jobs load it from there."""
+    uri = f"file://{tmp_path}/run/model.pt"  # the same pyarrow filesystem code path as s3://
+    save_model(uri, VAE(VAEConfig(num_filters=4)), metadata={"epoch": 2})
+    model, metadata = load_model_and_metadata(uri)
+    assert model.config.num_filters == 4 and metadata == {"epoch": 2}
+    with pytest.raises(ModelFileError, match="not found"):
+        load_model(f"file://{tmp_path}/run/absent.pt")
+    with pytest.raises(ModelFileError, match="nope://bucket/model.pt: cannot read the model file"):
+        load_model("nope://bucket/model.pt")
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ModelFileError, match="not found"):
         load_model(tmp_path / "absent.pt")
