@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from handvae.checkpoint import ModelFileError
-from handvae.config import ConfigError
+from handvae.config import DEFAULT_PRESET, ConfigError
 from handvae.data.errors import DataError
 from handvae.labels import CHARSET
 
@@ -119,7 +119,7 @@ def train(
     download: Download = False,
     prepared: Prepared = None,
     split_seed: SplitSeed = 0,
-    preset: Annotated[str, typer.Option("--preset", help="Named recipe; `seed` is the notebook's.")] = "seed",
+    preset: Annotated[str, typer.Option("--preset", help="Named recipe: `handvae` (the default) or `seed` (the notebook's).")] = DEFAULT_PRESET,
     config_file: Annotated[Optional[str], typer.Option("--config", help="TOML or JSON file of TrainConfig fields.")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,

@@ -158,10 +158,19 @@ def _build(factory, *args, **kwargs):
 
 
 PRESETS: dict[str, TrainConfig] = {
-    # The seed notebook's recipe: batch 64, 10 epochs, Adam, 0.1 * cat + recon + epoch * 0.001 * kl.
+    # The seed notebook's recipe: batch 64, 10 epochs, Adam, 0.1 * cat + recon + epoch * 0.001 * kl,
+    # characters drawn as the decoder's Bernoulli means.
     "seed": TrainConfig(),
+    # The default (README, "Recipes"): the seed's objective with 64 images per optimiser step over
+    # the default 2 workers (as the seed's single process steps), 15 epochs with a cosine learning
+    # rate and the KL weight held at the seed's final 0.01; characters drawn crisp (sharpness 5) and
+    # moved between classes' mean latents. Measured on the real data: held-out letters 86% (seed
+    # 82%), generated characters 0.96x as legible and 0.82x as varied as real ones (seed 1.0x, 0.47x).
+    "handvae": TrainConfig(
+        epochs=15, batch_size=32, lr_schedule="cosine", loss=LossWeights(kl_max=0.01), drawing=Drawing(sharpness=5.0, class_shift=True)
+    ),
 }
-DEFAULT_PRESET = "seed"
+DEFAULT_PRESET = "handvae"
 
 
 def resolve_config(preset: str = DEFAULT_PRESET, config_file: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:

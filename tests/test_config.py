@@ -1,8 +1,10 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
 from handvae.augment import Augment
-from handvae.config import PRESETS, ConfigError, TrainConfig, resolve_config
+from handvae.config import PRESETS, ConfigError, Drawing, TrainConfig, resolve_config
 from handvae.engine import epoch_order
 from handvae.loss import LossWeights
 from handvae.model import VAEConfig
@@ -12,7 +14,16 @@ def test_seed_preset_is_the_notebook_recipe():
     seed = PRESETS["seed"]
     assert (seed.epochs, seed.batch_size, seed.learning_rate) == (10, 64, 1e-3)
     assert seed.loss == LossWeights(cat_weight=0.1, kl_step=0.001) and seed.model == VAEConfig()
-    assert resolve_config() == seed
+    assert seed.drawing == Drawing(sharpness=1.0, class_shift=False)
+    assert resolve_config("seed") == seed
+
+
+def test_the_default_recipe_trains_as_the_seed_and_draws_crisper():
+    default = resolve_config()
+    assert default == PRESETS["handvae"]
+    assert replace(default, epochs=10, batch_size=64, lr_schedule="constant", loss=LossWeights(), drawing=Drawing()) == PRESETS["seed"]
+    assert default.loss.kl_weight(15) == 0.01 == PRESETS["seed"].loss.kl_weight(10)  # held at the seed's final weight
+    assert default.batch_size * default.num_workers == 64  # images per optimiser step, as in the seed
 
 
 def test_file_overrides_preset_and_flags_override_file(tmp_path):
