@@ -20,15 +20,13 @@ folder, whole or not at all:
 
 import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
-from handvae import plots
+from handvae import plots, storage
 from handvae.data.datasets import DataSources, order_keys, read_split
 from handvae.data.errors import DataError
 from handvae.data.records import IMAGE_SIDE, mix64
@@ -168,9 +166,7 @@ class ClassSample:
 
 
 def _write_report(out_dir: str, report: dict, model, examples: dict[int, np.ndarray], seed: int, drawing: Drawing) -> None:
-    staging = f"{out_dir}.tmp-{uuid.uuid4().hex[:8]}"
-    os.makedirs(staging)
-    try:
+    with storage.staged_folder(out_dir) as staging:
         with open(os.path.join(staging, "metrics.json"), "w") as f:
             json.dump(report, f, indent=2)
         plots.pixel_accuracy_map(np.array(report["per_pixel_recon_accuracy"]), os.path.join(staging, "pixel_accuracy.png"))
@@ -196,11 +192,6 @@ def _write_report(out_dir: str, report: dict, model, examples: dict[int, np.ndar
             plots.generation_quality(generation["real_accuracy"], generation["generated_accuracy"], generation["variety"], os.path.join(staging, GENERATION_PLOT))
         with open(os.path.join(staging, "report.md"), "w") as f:
             f.write(_markdown(report))
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _check_out_dir(out_dir: str) -> str:

@@ -37,7 +37,6 @@ import os
 import shutil
 import sys
 import time
-import uuid
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -48,7 +47,7 @@ import torch
 from PIL import Image
 from ray.data.block import BlockAccessor
 
-from handvae import plots
+from handvae import plots, storage
 from handvae.data.datasets import DataSources, order_keys, read_split
 from handvae.data.errors import DataError
 from handvae.data.images import load_style_image
@@ -241,9 +240,7 @@ def _generate(model, metadata, drawing, model_path, sources, out_dir, options, w
     generated = drawn.map_batches(_with_png, batch_format="pyarrow", batch_size=None)
 
     total = total_styles * options.per_style
-    staging = f"{out_dir}.tmp-{uuid.uuid4().hex[:8]}"
-    os.makedirs(staging)
-    try:
+    with storage.staged_folder(out_dir, marker=SUCCESS_MARKER) as staging:
         sheet = _write_parts(generated, staging, total)
         _draw_sheet(sheet, options, os.path.join(staging, SHEET))
         manifest = {
@@ -257,12 +254,6 @@ def _generate(model, metadata, drawing, model_path, sources, out_dir, options, w
         }
         with open(os.path.join(staging, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=2)
-        open(os.path.join(staging, SUCCESS_MARKER), "w").close()
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 

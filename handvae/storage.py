@@ -1,7 +1,9 @@
 """Small files in a run folder that is a local path or any URI pyarrow writes (s3://, gs://, ...)."""
 
+import contextlib
 import os
 import posixpath
+import shutil
 import uuid
 
 import pyarrow.fs as pafs
@@ -42,3 +44,21 @@ def read_bytes(path_or_uri: str) -> bytes | None:
         return None
     with open(path_or_uri, "rb") as f:
         return f.read()
+
+
+@contextlib.contextmanager
+def staged_folder(out_dir: str, marker: str | None = None):
+    """A local output folder that appears whole or not at all: yields a temporary folder beside
+    `out_dir` to fill; when the block ends without an error, writes `marker` (if any) last and
+    renames the folder to `out_dir`, replacing an earlier one. On an error it is removed."""
+    staging = f"{out_dir}.tmp-{uuid.uuid4().hex[:8]}"
+    os.makedirs(staging)
+    try:
+        yield staging
+        if marker:
+            open(os.path.join(staging, marker), "w").close()
+        if os.path.exists(out_dir):
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -5,8 +5,6 @@ Every dataset has the columns of `handvae.data.records` (image, label, source, r
 
 import json
 import os
-import shutil
-import uuid
 import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -21,6 +19,7 @@ from ray.data.datasource import Datasource, ReadTask
 from ray.data.exceptions import UserCodeException
 from ray.data.extensions import ArrowTensorArray
 
+from handvae import storage
 from handvae.data import kaggle_csv, mnist_idx
 from handvae.data.errors import DataError
 from handvae.data.records import COLUMNS, IMAGE_PIXELS, IMAGE_SIDE, SPLITS, Batch, select
@@ -225,8 +224,7 @@ def prepare(sources: DataSources, out_dir: str, overwrite: bool = False) -> dict
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not overwrite:
         raise DataError(f"{out_dir}: already exists (pass --overwrite to replace it)")
-    staging = f"{out_dir}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with storage.staged_folder(out_dir, marker=SUCCESS_MARKER) as staging:
         counts = {}
         for split in SPLITS:
             dataset = read_split(sources, split).map_batches(pack_images, batch_format="numpy", batch_size=None)
@@ -235,12 +233,6 @@ def prepare(sources: DataSources, out_dir: str, overwrite: bool = False) -> dict
         manifest = {"sources": sources.describe(), "rows": counts, "columns": list(COLUMNS)}
         with open(os.path.join(staging, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=2)
-        open(os.path.join(staging, SUCCESS_MARKER), "w").close()
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 
