@@ -152,8 +152,14 @@ class _Drawer(ModelActor):
             "sample": np.tile(np.repeat(np.arange(draws, dtype=np.int16), per_style // draws), count),
             "char": chars,
             "label": labels_out,
-            "pixels": pa.array([p.tobytes() for p in pictures], pa.binary(pictures[0].size)),
+            "pixels": _fixed_size_binary(np.stack(pictures)),
         })
+
+
+def _fixed_size_binary(images: np.ndarray) -> pa.FixedSizeBinaryArray:
+    """Each image as one fixed-size value, from the array's buffer without a copy per image."""
+    size = images[0].size
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(size), len(images), [None, pa.py_buffer(np.ascontiguousarray(images))])
 
 
 def _line(cells: np.ndarray, text: str) -> np.ndarray:
@@ -241,7 +247,8 @@ def _generate(model, metadata, drawing, model_path, sources, out_dir, options, w
 
     total = total_styles * options.per_style
     with storage.staged_folder(out_dir, marker=SUCCESS_MARKER) as staging:
-        sheet = _write_parts(generated, staging, total)
+        cells_per_style = 1 if options.text is not None else len(options.labels)
+        sheet = _write_parts(generated, staging, total, cells_per_style)
         _draw_sheet(sheet, options, os.path.join(staging, SHEET))
         manifest = {
             "model": os.path.abspath(model_path),
@@ -257,12 +264,13 @@ def _generate(model, metadata, drawing, model_path, sources, out_dir, options, w
     return manifest
 
 
-def _write_parts(generated: ray.data.Dataset, staging: str, total: int) -> list[np.ndarray]:
+def _write_parts(generated: ray.data.Dataset, staging: str, total: int, cells_per_style: int) -> list[list[np.ndarray]]:
     """Streams the generated rows into parquet files of up to _ROWS_PER_FILE rows, printing progress;
     returns sample 0 of the first SHEET_STYLES styles for the contact sheet."""
     writer, part, in_part, done = None, 0, 0, 0
     started = last_print = time.perf_counter()
     sheet: dict[int, list[np.ndarray]] = {}
+    sheet_complete = False
     for table in generated.iter_batches(batch_format="pyarrow", batch_size=None):
         if writer is None or in_part >= _ROWS_PER_FILE:
             if writer:
@@ -272,7 +280,8 @@ def _write_parts(generated: ray.data.Dataset, staging: str, total: int) -> list[
         writer.write_table(table)
         in_part += table.num_rows
         done += table.num_rows
-        _keep_for_sheet(table, sheet)
+        if not sheet_complete:
+            sheet_complete = _keep_for_sheet(table, sheet, cells_per_style)
         now = time.perf_counter()
         if now - last_print >= 5 or done == total:
             print(f"generated {done:,}/{total:,} ({done / total:.0%}), {done / (now - started):,.0f}/s", file=sys.stderr, flush=True)
@@ -284,11 +293,13 @@ def _write_parts(generated: ray.data.Dataset, staging: str, total: int) -> list[
     return list(sheet.values())
 
 
-def _keep_for_sheet(table: pa.Table, sheet: dict) -> None:
+def _keep_for_sheet(table: pa.Table, sheet: dict, cells_per_style: int) -> bool:
+    """Adds the table's sample-0 images of the sheet's styles; True once the sheet is complete."""
     first = table.filter(pa.compute.equal(table["sample"], 0)).select(["style_id", "pixels"])
-    for style_id, pixels in zip(first["style_id"].to_pylist(), first["pixels"].to_pylist()):
+    for style_id, pixels in zip(first["style_id"].to_pylist(), first["pixels"]):
         if style_id in sheet or len(sheet) < SHEET_STYLES:
-            sheet.setdefault(style_id, []).append(np.frombuffer(pixels, np.uint8).reshape(IMAGE_SIDE, -1))
+            sheet.setdefault(style_id, []).append(np.frombuffer(pixels.as_py(), np.uint8).reshape(IMAGE_SIDE, -1))
+    return len(sheet) == SHEET_STYLES and all(len(cells) == cells_per_style for cells in sheet.values())
 
 
 def _draw_sheet(rows: list[list[np.ndarray]], options: GenerateOptions, path: str) -> None:
