@@ -31,7 +31,6 @@ folder that the next run removes. The same model, inputs and seed give identical
 """
 
 import contextlib
-import io
 import json
 import os
 import shutil
@@ -44,13 +43,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray.data
 import torch
-from PIL import Image
 from ray.data.block import BlockAccessor
 
 from handvae import plots, storage
 from handvae.data.datasets import DataSources, order_keys, read_split
 from handvae.data.errors import DataError
-from handvae.data.images import load_style_image
+from handvae.data.images import encode_pngs, load_style_image
 from handvae.data.records import IMAGE_SIDE, mix64
 from handvae.config import Drawing
 from handvae.inference import ModelActor, load_checked_model, map_with_model, start_ray_for_actors
@@ -178,12 +176,7 @@ def _with_png(table: pa.Table) -> pa.Table:
     pixels = table.column("pixels").combine_chunks()
     width = pixels.type.byte_width // IMAGE_SIDE
     images = np.frombuffer(pixels.buffers()[1], np.uint8, count=len(pixels) * pixels.type.byte_width, offset=pixels.offset * pixels.type.byte_width)
-    pngs = []
-    for image in images.reshape(-1, IMAGE_SIDE, width):
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="PNG")
-        pngs.append(buffer.getvalue())
-    return table.append_column("png", pa.array(pngs, pa.binary()))
+    return table.append_column("png", pa.array(encode_pngs(images.reshape(-1, IMAGE_SIDE, width)), pa.binary()))
 
 
 def style_samples(sources: DataSources, options: GenerateOptions) -> ray.data.Dataset:

@@ -53,6 +53,9 @@ def map_with_model(
 ) -> ray.data.Dataset:
     """`dataset` mapped by `actor(weights, use_gpu, *extra_args)` on a pool of `workers` actors."""
     weights = {"config": model.config.to_dict(), "state": model.state_dict()}
+    # One model call per block: each result moves on to the next stage (and the caller) as soon as
+    # it is ready, not once the actor has worked through a whole file's block.
+    dataset = dataset.repartition(target_num_rows_per_block=batch_size)
     return dataset.map_batches(
         actor,
         fn_constructor_args=(weights, use_gpu, *extra_args),

@@ -1,11 +1,13 @@
-"""Style images from files: any polarity, alpha or JPEG, turned into the training data's form."""
+"""Image files: style images in any polarity, alpha or JPEG, turned into the training data's form; PNGs out."""
+
+import io
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 from handvae.data.errors import DataError
-from handvae.data.images import load_style_image
+from handvae.data.images import encode_pngs, load_style_image
 
 
 def handwritten_l(path, ink=0, paper=255, mode="L", size=(90, 140)):
@@ -51,3 +53,15 @@ def test_unreadable_missing_and_blank_images_are_named(tmp_path):
     Image.new("L", (50, 50), 240).save(tmp_path / "blank.png")
     with pytest.raises(DataError, match="blank.png: no character found"):
         load_style_image(str(tmp_path / "blank.png"))
+
+
+@pytest.mark.parametrize("shape", [(3, 28, 28), (2, 28, 84), (1, 1, 1)])
+def test_encode_pngs_decode_to_the_same_pixels(shape):
+    images = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+    images[0, 0, 0] = 0  # a smooth stretch as well as noise
+    pngs = encode_pngs(images)
+    assert len(pngs) == shape[0]
+    for png, image in zip(pngs, images):
+        with Image.open(io.BytesIO(png)) as decoded:
+            assert (decoded.format, decoded.mode, decoded.size) == ("PNG", "L", (shape[2], shape[1]))
+            np.testing.assert_array_equal(np.asarray(decoded), image)
