@@ -176,6 +176,7 @@ def _time_warm_read(ds, result: dict) -> None:
 
 def worker_ray(path: str, result: dict, chunk_bytes: int | None) -> None:
     import ray
+    import torch  # noqa: F401  (before the clock starts, as the seed path's pandas and torch are)
 
     from handvae.data.datasets import DataSources, read_split
     from handvae.runtime import init_ray
@@ -223,6 +224,7 @@ def worker_prepare(path: str, result: dict, out_dir: str, chunk_bytes: int | Non
 
 def worker_prepared_read(out_dir: str, result: dict) -> None:
     import ray
+    import torch  # noqa: F401  (before the clock starts, as the seed path's pandas and torch are)
 
     from handvae.data.datasets import DataSources, read_split
     from handvae.runtime import init_ray

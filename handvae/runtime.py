@@ -16,9 +16,6 @@ _QUIET_ENV = {
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # otherwise every worker print() shows twice
     "RAY_DATA_LOG_LEVEL": "ERROR",  # "Starting execution of Dataset ..." and execution plans
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",  # an error line per worker on machines that are not preemptible
-    # Ray's parquet reader otherwise starts 32 actors just to read file footers: gigabytes on a
-    # small machine, for the handful of files `handvae prepare` writes.
-    "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "2",
 }
 
 
