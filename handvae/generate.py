@@ -118,9 +118,14 @@ class GenerateOptions:
         object.__setattr__(self, "labels", tuple(CHARSET.index(c) for c in symbols if c != " "))
 
     @property
+    def images_per_draw(self) -> int:
+        """Images drawn from one posterior draw: each character, or the text's one line image."""
+        return 1 if self.text is not None else len(self.chars)
+
+    @property
     def per_style(self) -> int:
         """Output rows per style sample."""
-        return self.samples_per_style * (1 if self.text is not None else len(self.chars))
+        return self.samples_per_style * self.images_per_draw
 
 
 class _Drawer(ModelActor):
@@ -240,8 +245,7 @@ def _generate(model, metadata, drawing, model_path, sources, out_dir, options, w
 
     total = total_styles * options.per_style
     with storage.staged_folder(out_dir, marker=SUCCESS_MARKER) as staging:
-        cells_per_style = 1 if options.text is not None else len(options.labels)
-        sheet = _write_parts(generated, staging, total, cells_per_style)
+        sheet = _write_parts(generated, staging, total, options.images_per_draw)
         _draw_sheet(sheet, options, os.path.join(staging, SHEET))
         manifest = {
             "model": os.path.abspath(model_path),
