@@ -13,7 +13,7 @@ _EXPORTS = {
     "label_to_char": "handvae.labels",
     "VAE": "handvae.model",
     "VAEConfig": "handvae.model",
-    "ModelFileError": "handvae.checkpoint",
+    "ModelFileError": "handvae.errors",
     "load_model": "handvae.checkpoint",
     "save_model": "handvae.checkpoint",
 }

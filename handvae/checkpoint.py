@@ -13,14 +13,11 @@ from typing import Any
 import torch
 
 from handvae import storage
+from handvae.errors import ModelFileError
 from handvae.model import VAE, VAEConfig
 
 FORMAT = "handvae.model"
 VERSION = 1
-
-
-class ModelFileError(ValueError):
-    """A model file that is missing, unreadable, or not a handvae model of usable sizes."""
 
 
 def save_model(path: str | os.PathLike, model: VAE, metadata: dict[str, Any] | None = None) -> None:

@@ -12,9 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from handvae.checkpoint import ModelFileError
-from handvae.config import DEFAULT_PRESET, ConfigError
-from handvae.data.errors import DataError
+from handvae.config import DEFAULT_PRESET
+from handvae.errors import DataError, user_error
 from handvae.labels import CHARSET
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Supervised-VAE handwriting: data, training, generation on Ray.")
@@ -24,20 +23,6 @@ MnistDir = Annotated[Optional[str], typer.Option("--mnist-dir", help="MNIST root
 Download = Annotated[bool, typer.Option("--download", help="Fetch MNIST into --mnist-dir with torchvision (needs a network).")]
 Prepared = Annotated[Optional[str], typer.Option("--prepared", help="A folder written by `handvae prepare` (instead of raw sources).")]
 SplitSeed = Annotated[int, typer.Option("--split-seed", help="Seed of the letters' 80/20 train/test split.")]
-
-USER_ERRORS = (DataError, ModelFileError, ConfigError)
-
-
-def user_error(exc: BaseException) -> BaseException | None:
-    """The DataError/ModelFileError behind an exception, also when Ray wrapped it in a task error."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        cause = getattr(exc, "cause", None)  # RayTaskError keeps the worker's exception here
-        if isinstance(exc, USER_ERRORS) and not isinstance(cause, BaseException):
-            return exc
-        exc = cause if isinstance(cause, BaseException) else (exc.__cause__ or exc.__context__)
-    return None
 
 
 def reports_user_errors(command):

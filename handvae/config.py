@@ -12,15 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from handvae.augment import Augment
+from handvae.errors import ConfigError
 from handvae.loss import LossWeights
 from handvae.model import VAEConfig
 
 
 LR_SCHEDULES = ("constant", "cosine")
-
-
-class ConfigError(ValueError):
-    """A training setting that cannot work; raised before any worker starts."""
 
 
 def _require(name, value, kind, check, expected):

@@ -28,7 +28,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from handvae import plots, storage
 from handvae.data.datasets import DataSources, order_keys, read_split
-from handvae.data.errors import DataError
+from handvae.errors import DataError
 from handvae.data.records import IMAGE_SIDE, mix64
 from handvae.engine import predict, seeded_normal
 from handvae.labels import CHARSET, NUM_CLASSES

@@ -47,7 +47,7 @@ from ray.data.block import BlockAccessor
 
 from handvae import plots, storage
 from handvae.data.datasets import DataSources, order_keys, read_split
-from handvae.data.errors import DataError
+from handvae.errors import DataError
 from handvae.data.images import encode_pngs, load_style_image
 from handvae.data.records import IMAGE_SIDE, mix64
 from handvae.config import Drawing

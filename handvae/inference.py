@@ -10,7 +10,8 @@ import ray
 import ray.data
 import torch
 
-from handvae.checkpoint import ModelFileError, load_model_and_metadata
+from handvae.checkpoint import load_model_and_metadata
+from handvae.errors import ModelFileError
 from handvae.data.records import IMAGE_SIDE
 from handvae.labels import NUM_CLASSES
 from handvae.model import VAE, VAEConfig

@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from handvae import storage
-from handvae.checkpoint import ModelFileError
+from handvae.errors import ModelFileError
 from handvae.config import Drawing
 from handvae.labels import CHARSET, NUM_CLASSES
 from handvae.model import VAE

@@ -10,6 +10,8 @@ import warnings
 
 import ray
 
+from handvae.errors import user_error
+
 # Read by Ray's processes at start-up: set in the driver before ray.init, and passed to the workers
 # in the job's runtime env (on a cluster they do not inherit the driver's environment).
 _QUIET_ENV = {
@@ -64,6 +66,4 @@ def quiet_worker() -> None:
 
 def _drop_user_error_traces(record: logging.LogRecord) -> bool:
     """Bad input is reported once, plainly, by the command; Ray's copies of its traceback are noise."""
-    from handvae.cli import user_error
-
     return not (record.exc_info and user_error(record.exc_info[1]) is not None)

@@ -32,7 +32,8 @@ from ray.train.torch import TorchTrainer
 
 from handvae import storage
 from handvae.checkpoint import save_model
-from handvae.config import ConfigError, TrainConfig
+from handvae.config import TrainConfig
+from handvae.errors import ConfigError
 from handvae.data.datasets import DataSources, read_split, sorted_tensors, training_columns
 from handvae.engine import class_latent_means, epoch_figures, epoch_order, evaluate, train_epoch
 from handvae.model import VAE

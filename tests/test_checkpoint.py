@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from handvae.checkpoint import ModelFileError, load_model, load_model_and_metadata, save_model
+from handvae.checkpoint import load_model, load_model_and_metadata, save_model
+from handvae.errors import ModelFileError
 from handvae.model import VAE, VAEConfig
 
 

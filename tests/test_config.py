@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from handvae.augment import Augment
-from handvae.config import PRESETS, ConfigError, Drawing, TrainConfig, resolve_config
+from handvae.config import PRESETS, Drawing, TrainConfig, resolve_config
+from handvae.errors import ConfigError
 from handvae.engine import epoch_order
 from handvae.loss import LossWeights
 from handvae.model import VAEConfig

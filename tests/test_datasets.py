@@ -5,7 +5,7 @@ import pytest
 from conftest import make_letters, make_mnist_root, write_kaggle_csv
 
 from handvae.data.datasets import DataSources, prepare, read_split, summarize
-from handvae.data.errors import DataError
+from handvae.errors import DataError
 from handvae.labels import NUM_CLASSES
 
 pytestmark = pytest.mark.usefixtures("ray_local")

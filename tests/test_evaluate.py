@@ -9,10 +9,11 @@ from conftest import make_letters, make_mnist_root, write_kaggle_csv
 from PIL import Image
 from typer.testing import CliRunner
 
-from handvae.checkpoint import ModelFileError, save_model
+from handvae.checkpoint import save_model
+from handvae.errors import ModelFileError
 from handvae.cli import app
 from handvae.data.datasets import DataSources
-from handvae.data.errors import DataError
+from handvae.errors import DataError
 from handvae.evaluate import REPORT_FILES, EvalOptions, run_evaluation
 from handvae.judge import Judge, save_judge
 from handvae.model import VAE, VAEConfig

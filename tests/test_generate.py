@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from handvae.checkpoint import save_model
 from handvae.cli import app
 from handvae.data.datasets import DataSources
-from handvae.data.errors import DataError
+from handvae.errors import DataError
 from handvae.generate import GenerateOptions, run_generation
 from handvae.labels import CHARSET
 from handvae.model import VAE, VAEConfig

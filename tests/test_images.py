@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from handvae.data.errors import DataError
+from handvae.errors import DataError
 from handvae.data.images import encode_pngs, load_style_image
 
 

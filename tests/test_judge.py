@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from handvae.checkpoint import ModelFileError
+from handvae.errors import ModelFileError
 from handvae.config import Drawing
 from handvae.judge import (
     Judge, JudgeTraining, assess_generation, judge_inputs, load_judge, mean_pairwise_distance, save_judge, train_judge,

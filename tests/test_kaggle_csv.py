@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import make_letters, write_kaggle_csv
 
-from handvae.data.errors import DataError
+from handvae.errors import DataError
 from handvae.data.kaggle_csv import plan_csv, read_chunk
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import make_mnist_root, write_idx
 
-from handvae.data.errors import DataError
+from handvae.errors import DataError
 from handvae.data.mnist_idx import read_mnist_split
 
 

@@ -22,7 +22,7 @@ from ray.data.extensions import ArrowTensorArray
 
 from handvae import storage
 from handvae.data import kaggle_csv, mnist_idx
-from handvae.data.errors import DataError
+from handvae.errors import DataError
 from handvae.data.records import COLUMNS, IMAGE_PIXELS, IMAGE_SIDE, SPLITS, Batch, resolve_path, select
 from handvae.labels import NUM_CLASSES
 

@@ -13,7 +13,7 @@ import zlib
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from handvae.data.errors import DataError
+from handvae.errors import DataError
 from handvae.data.records import IMAGE_SIDE
 
 _BOX = 20  # the character's longest side, in pixels, inside the 28x28 frame

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from handvae.data.errors import DataError
+from handvae.errors import DataError
 from handvae.data.records import IMAGE_PIXELS, Batch, letters_split, make_batch, require_file, resolve_path
 from handvae.labels import NUM_DIGITS, NUM_LETTERS
 

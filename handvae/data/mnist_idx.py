@@ -8,7 +8,7 @@ import gzip
 
 import numpy as np
 
-from handvae.data.errors import DataError
+from handvae.errors import DataError
 from handvae.data.records import IMAGE_SIDE, Batch, make_batch, resolve_path
 from handvae.labels import NUM_DIGITS
 

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pyarrow.fs as pafs
 
-from handvae.data.errors import DataError
+from handvae.errors import DataError
 
 IMAGE_SIDE = 28
 IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
