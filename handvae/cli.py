@@ -44,8 +44,12 @@ def reports_user_errors(command):
 
 def _sources(letters_csv, mnist_dir, download, prepared, split_seed):
     from handvae.data.datasets import DataSources
+    from handvae.data.kaggle_csv import inspect_csv
 
-    return DataSources(letters_csv=letters_csv, mnist_dir=mnist_dir, download=download, prepared_dir=prepared, split_seed=split_seed)
+    sources = DataSources(letters_csv=letters_csv, mnist_dir=mnist_dir, download=download, prepared_dir=prepared, split_seed=split_seed)
+    if letters_csv:
+        inspect_csv(letters_csv)  # a missing, unreadable, archived or header-only file fails now, before Ray starts
+    return sources
 
 
 @app.command()

@@ -1,0 +1,254 @@
+"""Hostile inputs (issue 15): each ends in one `error:` line naming the file or flag and what was
+expected, exit status 2, no traceback, and leaves the user's files as they were; or, where the
+input is valid after all (a BOM, a compressed CSV, a 16-bit scan), every row or pixel is read."""
+
+import bz2
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_letters, write_kaggle_csv
+from PIL import Image
+from typer.testing import CliRunner
+
+from handvae.cli import app
+from handvae.data.kaggle_csv import plan_csv, read_chunk
+from handvae.data.records import mix64
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def read_all(path):
+    plan = plan_csv(str(path))
+    batches = [read_chunk(plan, chunk, 0, 0.2) for chunk in plan.chunks]
+    return plan, {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def fingerprint(folder: Path) -> dict:
+    """Every file under `folder` with its content's hash: the user's files, all still there."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_user_error(result, *named: str):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for name in named:
+        assert name in lines[0], (name, lines[0])
+
+
+def edit_line(path: Path, line: int, field: int, value: str) -> Path:
+    lines = path.read_text().split("\n")
+    fields = lines[line - 1].split(",")
+    fields[field] = value
+    lines[line - 1] = ",".join(fields)
+    path.write_text("\n".join(lines))
+    return path
+
+
+# ---- rows --------------------------------------------------------------------------------------
+
+
+def test_a_bom_is_stripped_and_every_row_kept(tmp_path):
+    images, labels = make_letters(10)
+    for header in (False, True):
+        path = write_kaggle_csv(tmp_path / f"bom{header}.csv", images, labels, header=header)
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+        plan, batch = read_all(path)
+        assert plan.has_header == header and plan.num_data_rows == 10
+        np.testing.assert_array_equal(batch["image"], images)
+        np.testing.assert_array_equal(batch["row"], np.arange(10) + 1 + header)
+
+
+def test_a_header_of_column_names_is_a_header(tmp_path):
+    images, labels = make_letters(5)
+    path = write_kaggle_csv(tmp_path / "named.csv", images, labels)
+    names = ",".join(["label"] + [f"pixel{i}" for i in range(784)])
+    path.write_text(names + "\n" + path.read_text())
+    plan, batch = read_all(path)
+    assert plan.has_header and len(batch["label"]) == 5
+
+
+@pytest.mark.usefixtures("ray_local")
+@pytest.mark.parametrize("line", [1, 7])
+@pytest.mark.parametrize("field,value,said", [(5, "12.0", "pixel 4 is '12.0', not an integer"), (0, "A", "label is 'A', not an integer")])
+def test_a_bad_first_line_is_the_same_error_as_on_line_7(tmp_path, line, field, value, said):
+    images, labels = make_letters(10)
+    path = edit_line(write_kaggle_csv(tmp_path / "az.csv", images, labels), line, field, value)
+    before = fingerprint(tmp_path)
+    result = CliRunner().invoke(app, ["data", "--letters-csv", str(path)])
+    assert_user_error(result, f"{path}, line {line}: {said}")
+    assert fingerprint(tmp_path) == before
+
+
+def test_a_file_with_only_a_header_line_is_refused_by_name(tmp_path):
+    path = tmp_path / "header_only.csv"
+    path.write_text(",".join(["0"] + [f"0.{i}" for i in range(1, 785)]) + "\n")
+    result = CliRunner().invoke(app, ["data", "--letters-csv", str(path)])  # refused before Ray starts
+    assert_user_error(result, str(path), "only a header line, no data rows")
+    assert len(path.read_text().split(",")) == 785
+
+
+@pytest.mark.parametrize("suffix,compress", [(".csv.gz", gzip.compress), (".csv.bz2", bz2.compress), (".csv", gzip.compress)])
+def test_compressed_csvs_are_read_whole(tmp_path, suffix, compress):
+    """By magic bytes, so a gzip file named .csv is read too; one range for the whole file."""
+    images, labels = make_letters(40)
+    plain = write_kaggle_csv(tmp_path / "plain.csv", images, labels, header=True)
+    path = tmp_path / f"az{suffix}"
+    path.write_bytes(compress(b"\xef\xbb\xbf" + plain.read_bytes()))
+    plan, batch = read_all(path)
+    assert plan.compression and len(plan.chunks) == 1 and plan.num_data_rows == 40
+    np.testing.assert_array_equal(batch["image"], images)
+    _, uncompressed = read_all(plain)
+    np.testing.assert_array_equal(batch["split"], uncompressed["split"])
+    np.testing.assert_array_equal(batch["row"], uncompressed["row"])  # lines of the decompressed text
+
+
+def test_a_bad_line_in_a_compressed_csv_is_named(tmp_path):
+    images, labels = make_letters(10)
+    plain = edit_line(write_kaggle_csv(tmp_path / "plain.csv", images, labels), 7, 3, "x")
+    path = tmp_path / "az.csv.gz"
+    path.write_bytes(gzip.compress(plain.read_bytes()))
+    with pytest.raises(Exception, match=f"{path}, line 7: pixel 2 is 'x'"):
+        read_all(path)
+
+
+def test_a_zip_archive_is_refused_as_one(tmp_path):
+    import zipfile
+
+    path = tmp_path / "az.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("az.csv", "0," + ",".join(["0"] * 784) + "\n")
+    result = CliRunner().invoke(app, ["data", "--letters-csv", str(path)])
+    assert_user_error(result, str(path), "a zip archive")
+
+
+def test_a_folder_where_the_csv_should_be_is_named(tmp_path):
+    (tmp_path / "az.csv").mkdir()
+    result = CliRunner().invoke(app, ["data", "--letters-csv", str(tmp_path / "az.csv")])
+    assert_user_error(result, str(tmp_path / "az.csv"), "a folder, expected the letters CSV file")
+
+
+def test_an_unreadable_csv_is_named_before_ray_starts(tmp_path):
+    """Permission denied for real. Root reads any file, so as root the command runs without the
+    capabilities that let it (as a user without them would)."""
+    images, labels = make_letters(3)
+    path = write_kaggle_csv(tmp_path / "az.csv", images, labels)
+    path.chmod(0)
+    without_override = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    if without_override and not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: no way to deny a read")
+    result = subprocess.run(
+        [*without_override, sys.executable, "-m", "handvae.cli", "data", "--letters-csv", str(path)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: {path}: cannot read the letters CSV") and len(result.stderr.strip().splitlines()) == 1
+    assert "ermission denied" in result.stderr
+    path.chmod(0o644)
+    assert len(path.read_text().splitlines()) == 3
+
+
+# ---- seeds -------------------------------------------------------------------------------------
+
+
+def test_mix64_wraps_without_a_warning_and_is_splitmix64():
+    def splitmix(value: int, seed: int) -> int:
+        mask = (1 << 64) - 1
+        x = (value + (seed & 0xFFFFFFFF) * 0x9E3779B97F4A7C15) & mask
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+        return x ^ (x >> 31)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "overflow encountered in scalar multiply"
+        for seed in (0, 2, 12345, 2**40 + 7):
+            got = mix64(np.arange(5), seed)
+            assert got.tolist() == [splitmix(v, seed) for v in range(5)]
+
+
+# ---- style images ------------------------------------------------------------------------------
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares width x height (1-bit) but holds no pixels: Pillow checks the size on
+    opening, so this is what a 15000x15000 scan looks like to it, in 60 bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return path
+
+
+def letter_l(path: Path, ink: int = 0, paper: int = 255) -> Path:
+    image = np.full((140, 90), paper, np.uint8)
+    image[20:111, 20:35] = ink
+    image[96:111, 20:71] = ink
+    Image.fromarray(image).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from handvae.checkpoint import save_model
+    from handvae.model import VAE, VAEConfig
+
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_model(path, VAE(VAEConfig(num_filters=8, num_latent=4)))
+    return str(path)
+
+
+def generate_with_styles(model: str, out: Path, *styles: Path):
+    args = ["generate", "--model", model, "--out", str(out), "--chars", "AB"]
+    for style in styles:
+        args += ["--style-images", str(style)]
+    return CliRunner().invoke(app, args)
+
+
+@pytest.mark.usefixtures("ray_local")
+@pytest.mark.parametrize("side", [10_000, 15_000])  # over Pillow's limit, and over twice it (its hard error)
+def test_an_image_too_large_is_named_with_the_limit(tmp_path, tiny_model, side):
+    big = png_header_only(tmp_path / "scan.png", side, side)
+    before = fingerprint(tmp_path)
+    result = generate_with_styles(tiny_model, tmp_path / "out", letter_l(tmp_path / "l.png"), big)
+    assert_user_error(result, f"{big}: image too large", f"{Image.MAX_IMAGE_PIXELS:,} pixels")
+    assert fingerprint(tmp_path) == {**before, "l.png": fingerprint(tmp_path)["l.png"]} and not (tmp_path / "out").exists()
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_duplicate_style_images_are_named_both_before_generating(tmp_path, tiny_model):
+    first = letter_l(tmp_path / "a.png")
+    copy = tmp_path / "copy.png"
+    copy.write_bytes(first.read_bytes())
+    before = fingerprint(tmp_path)
+    result = generate_with_styles(tiny_model, tmp_path / "out", first, first)
+    assert_user_error(result, f"{first} and {first}: the same file given as two style images")
+    result = generate_with_styles(tiny_model, tmp_path / "out", first, letter_l(tmp_path / "b.png", ink=40), copy)
+    assert_user_error(result, f"{first} and {copy}: two files of identical content")
+    assert {k: v for k, v in fingerprint(tmp_path).items() if k != "b.png"} == before and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
+def test_16_bit_scans_are_scaled_not_clipped(tmp_path, mode):
+    """A scan whose paper and ink both lie above 255 in 16 bits: clipped, it would be blank."""
+    from handvae.data.images import load_style_image
+
+    eight_bit = load_style_image(str(letter_l(tmp_path / "l8.png", ink=40, paper=200)))
+    sixteen = np.full((140, 90), 200 * 257, np.uint16)
+    sixteen[20:111, 20:35] = 40 * 257
+    sixteen[96:111, 20:71] = 40 * 257
+    dtype = {"I;16": "<u2", "I;16B": ">u2", "I": "<i4"}[mode]
+    Image.frombytes(mode, (90, 140), sixteen.astype(dtype).tobytes()).save(tmp_path / "l16.tif")
+    assert Image.open(tmp_path / "l16.tif").mode == mode
+    np.testing.assert_array_equal(load_style_image(str(tmp_path / "l16.tif")), eight_bit)
