@@ -240,7 +240,7 @@ def _generate(model, metadata, drawing, model_path, sources, out_dir, options, w
     total_styles = styles.count()
     if total_styles == 0:
         raise DataError(f"no style samples: split {options.split!r} of the given data holds no images")
-    drawn = map_with_model(styles, _Drawer, model, (options, drawing), workers, options.use_gpu, options.styles_per_batch)
+    drawn = map_with_model(styles, _Drawer, model_path, (options, drawing), workers, options.use_gpu, options.styles_per_batch)
     generated = drawn.map_batches(_with_png, batch_format="pyarrow", batch_size=None)
 
     total = total_styles * options.per_style

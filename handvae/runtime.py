@@ -10,7 +10,7 @@ import warnings
 
 import ray
 
-from handvae.errors import user_error
+from handvae.errors import ConfigError, user_error
 
 # Read by Ray's processes at start-up: set in the driver before ray.init, and passed to the workers
 # in the job's runtime env (on a cluster they do not inherit the driver's environment).
@@ -52,6 +52,26 @@ def init_ray(extra_cpus: int = 0) -> None:
     logger = logging.getLogger("ray.data")
     logger.setLevel(logging.WARNING)
     logger.addFilter(_drop_user_error_traces)
+
+
+def check_workers_fit(num_workers: int, use_gpu: bool, flag: str = "--num-workers") -> None:
+    """Refuse, before Ray starts, more workers than this machine holds: one CPU core each (one GPU
+    with use_gpu). Ray would start them all on an embedded Ray's oversubscribed logical CPUs, each a
+    process with torch, until its memory monitor kills them. A cluster (RAY_ADDRESS) is not checked
+    here: its autoscaler may add the nodes."""
+    if os.environ.get("RAY_ADDRESS"):
+        return
+    if use_gpu:
+        import torch
+
+        available, unit = torch.cuda.device_count(), "GPU"
+    else:
+        available, unit = os.cpu_count() or 1, "CPU core"
+    if num_workers > available:
+        raise ConfigError(
+            f"{flag} {num_workers}: this machine has {available} {unit}(s), so at most {available} workers "
+            f"(one {unit} each) on an embedded Ray; lower {flag.split()[0]}, or set RAY_ADDRESS to a Ray cluster"
+        )
 
 
 def quiet_worker() -> None:

@@ -252,3 +252,103 @@ def test_16_bit_scans_are_scaled_not_clipped(tmp_path, mode):
     Image.frombytes(mode, (90, 140), sixteen.astype(dtype).tobytes()).save(tmp_path / "l16.tif")
     assert Image.open(tmp_path / "l16.tif").mode == mode
     np.testing.assert_array_equal(load_style_image(str(tmp_path / "l16.tif")), eight_bit)
+
+
+# ---- workers -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "generate"])
+def test_more_workers_than_the_machine_holds_are_refused_before_ray_starts(tmp_path, tiny_model, command, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    args = {"train": ["--storage-path", str(tmp_path), "--run-name", "r"], "evaluate": ["--model", tiny_model, "--out", str(tmp_path / "o")]}
+    args["generate"] = args["evaluate"]
+    result = CliRunner().invoke(app, [command, *args[command], "--num-workers", "50"])
+    assert_user_error(result, "--num-workers", f"50: this machine has {os.cpu_count()} CPU core(s), so at most {os.cpu_count()} workers")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- resume ------------------------------------------------------------------------------------
+
+
+def write_checkpoint(run_dir: Path, epoch: int, config=None) -> Path:
+    """A checkpoint folder as training writes it (without Ray: the state file is all there is)."""
+    import torch
+
+    from handvae.checkpoint import TrainingState
+    from handvae.config import TrainConfig
+    from handvae.model import VAE, VAEConfig
+
+    config = config or TrainConfig(epochs=3, batch_size=16, num_workers=1, model=VAEConfig(num_filters=8, num_latent=4))
+    torch.manual_seed(epoch)
+    model = VAE(config.model)
+    optimizer = torch.optim.Adam(model.parameters())
+    history = [{"epoch": e, "cat_loss": 1.0 / e} for e in range(1, epoch + 1)]
+    folder = run_dir / f"checkpoint_2026-01-01_00-00-0{epoch}.000000"
+    folder.mkdir(parents=True)
+    TrainingState(model.state_dict(), optimizer.state_dict(), epoch, history, config.to_dict(), config.seed).save(str(folder))
+    return folder
+
+
+def test_a_damaged_latest_checkpoint_is_named_and_the_one_before_used(tmp_path):
+    from handvae.checkpoint import RunCheckpoints
+
+    write_checkpoint(tmp_path, 1)
+    second = write_checkpoint(tmp_path, 2)
+    latest = write_checkpoint(tmp_path, 3)
+    state_file = latest / "train_state.pt"
+    state_file.write_bytes(state_file.read_bytes()[:200])  # cut short, as a full disk leaves it
+    warnings_seen = []
+    folder, state = RunCheckpoints(str(tmp_path), warn=warnings_seen.append).latest()
+    assert folder == str(second) and state.epoch == 2 and [r["epoch"] for r in state.history] == [1, 2]
+    assert len(warnings_seen) == 1 and f"{state_file}: not a readable training state" in warnings_seen[0]
+    assert f"resuming from {second} (epoch 2)" in warnings_seen[0]
+    assert len(state_file.read_bytes()) == 200, "the damaged checkpoint is left as it was"
+    # A state whose history does not match its epoch is damaged too; with none readable, an error.
+    for folder in tmp_path.iterdir():
+        (folder / "train_state.pt").write_bytes(b"not a torch file")
+    from handvae.errors import ModelFileError
+
+    with pytest.raises(ModelFileError, match=f"{tmp_path}: no readable checkpoint to resume from"):
+        RunCheckpoints(str(tmp_path), warn=warnings_seen.append).latest()
+
+
+def test_a_ray_snapshot_naming_a_deleted_checkpoint_is_set_aside(tmp_path):
+    import json
+
+    from handvae.checkpoint import RAY_SNAPSHOT, RunCheckpoints
+
+    kept = write_checkpoint(tmp_path, 1)
+    snapshot = {"checkpoint_results": [{"checkpoint_dir_name": kept.name}, {"checkpoint_dir_name": "checkpoint_gone"}]}
+    (tmp_path / RAY_SNAPSHOT).write_text(json.dumps(snapshot))
+    warnings_seen = []
+    checkpoints = RunCheckpoints(str(tmp_path), warn=warnings_seen.append)
+    checkpoints.set_aside_stale_ray_snapshot()
+    assert not (tmp_path / RAY_SNAPSHOT).exists() and json.loads((tmp_path / f"{RAY_SNAPSHOT}.stale").read_text()) == snapshot
+    assert "checkpoint_gone" in warnings_seen[0]
+    (tmp_path / RAY_SNAPSHOT).write_text(json.dumps({"checkpoint_results": [{"checkpoint_dir_name": kept.name}]}))
+    checkpoints.set_aside_stale_ray_snapshot()  # a snapshot that matches the folders stays
+    assert (tmp_path / RAY_SNAPSHOT).exists() and len(warnings_seen) == 1
+
+
+def test_resuming_with_another_recipe_is_a_config_error_before_ray_starts(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from handvae.config import resolve_config
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    write_checkpoint(tmp_path / "r", 1, config=replace(resolve_config(), batch_size=16, num_workers=1))
+    before = fingerprint(tmp_path)
+    result = CliRunner().invoke(app, ["train", "--storage-path", str(tmp_path), "--run-name", "r", "--batch-size", "32", "--num-workers", "1"])
+    assert_user_error(result, f"{tmp_path / 'r'} holds a run with a different recipe (batch_size differ from", "--run-name")
+    assert fingerprint(tmp_path) == before
+
+
+def test_a_run_folder_that_never_trained_does_not_block_another_recipe(tmp_path, monkeypatch):
+    """config.json but no checkpoint (a run that failed before its first one): no recipe to keep.
+    The command gets past the recipe check to the next one (--num-workers 50, refused)."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.json").write_text('{"train": {"batch_size": 7, "epochs": 1}, "data": {}}')
+    result = CliRunner().invoke(app, ["train", "--storage-path", str(tmp_path), "--run-name", "r", "--batch-size", "32", "--num-workers", "50"])
+    assert_user_error(result, "--num-workers 50")
+    assert "different recipe" not in result.stderr
