@@ -20,13 +20,14 @@ from typer.testing import CliRunner
 
 from handvae.cli import app
 from handvae.data.kaggle_csv import plan_csv, read_chunk
+from handvae.errors import DataError
 from handvae.data.records import mix64
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def read_all(path):
-    plan = plan_csv(str(path))
+def read_all(path, chunk_bytes=None):
+    plan = plan_csv(str(path), chunk_bytes)
     batches = [read_chunk(plan, chunk, 0, 0.2) for chunk in plan.chunks]
     return plan, {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
@@ -61,8 +62,8 @@ def test_a_bom_is_stripped_and_every_row_kept(tmp_path):
     for header in (False, True):
         path = write_kaggle_csv(tmp_path / f"bom{header}.csv", images, labels, header=header)
         path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
-        plan, batch = read_all(path)
-        assert plan.has_header == header and plan.num_data_rows == 10
+        plan, batch = read_all(path, chunk_bytes=4000)
+        assert plan.has_header == header and plan.num_data_rows == 10 and len(plan.chunks) > 2
         np.testing.assert_array_equal(batch["image"], images)
         np.testing.assert_array_equal(batch["row"], np.arange(10) + 1 + header)
 
@@ -116,8 +117,13 @@ def test_a_bad_line_in_a_compressed_csv_is_named(tmp_path):
     plain = edit_line(write_kaggle_csv(tmp_path / "plain.csv", images, labels), 7, 3, "x")
     path = tmp_path / "az.csv.gz"
     path.write_bytes(gzip.compress(plain.read_bytes()))
-    with pytest.raises(Exception, match=f"{path}, line 7: pixel 2 is 'x'"):
+    with pytest.raises(DataError, match=f"{path}, line 7: pixel 2 is 'x'"):
         read_all(path)
+    big = write_kaggle_csv(tmp_path / "big.csv", *make_letters(100))  # longer than the 64 KB head
+    compressed = gzip.compress(big.read_bytes())
+    path.write_bytes(compressed[: len(compressed) // 2])
+    with pytest.raises(DataError, match=f"{path}: cannot read the letters CSV \\(Truncated compressed stream\\)"):
+        plan_csv(str(path))
 
 
 def test_a_zip_archive_is_refused_as_one(tmp_path):
@@ -352,3 +358,101 @@ def test_a_run_folder_that_never_trained_does_not_block_another_recipe(tmp_path,
     result = CliRunner().invoke(app, ["train", "--storage-path", str(tmp_path), "--run-name", "r", "--batch-size", "32", "--num-workers", "50"])
     assert_user_error(result, "--num-workers 50")
     assert "different recipe" not in result.stderr
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_training_resumes_past_a_damaged_and_past_a_deleted_checkpoint(tmp_path, capfd):
+    """Real runs on Ray Train: the damaged latest checkpoint is named and the one before used; a
+    deleted one (which Ray's own snapshot still lists) does not stop the run either."""
+    import shutil
+    from dataclasses import replace
+
+    from handvae.config import TrainConfig
+    from handvae.data.datasets import DataSources
+    from handvae.model import VAEConfig
+    from handvae.train import run_training
+
+    images, labels = make_letters(64, learnable=True)
+    csv = write_kaggle_csv(tmp_path / "az.csv", images, labels)
+    data = fingerprint(tmp_path)
+    sources, storage, run = DataSources(letters_csv=str(csv)), str(tmp_path / "runs"), tmp_path / "runs" / "r"
+    config = TrainConfig(epochs=2, batch_size=16, num_workers=1, report=False, model=VAEConfig(num_filters=8, num_latent=4))
+    run_training(config, sources, "r", storage)
+    first, second = sorted(run.glob("checkpoint_*"))
+    (second / "train_state.pt").write_bytes(b"half a file")
+    capfd.readouterr()
+
+    result = run_training(replace(config, epochs=3), sources, "r", storage)
+    printed = capfd.readouterr()
+    assert f"{second / 'train_state.pt'}: not a readable training state" in printed.err
+    assert f"resuming from {first} (epoch 1)" in printed.err
+    assert "epoch 2/3" in printed.out and "epoch 3/3" in printed.out and "epoch 1/3" not in printed.out
+    assert [r["epoch"] for r in result.metrics] == [1, 2, 3]
+
+    shutil.rmtree(sorted(run.glob("checkpoint_*"))[-1])  # the epoch-3 checkpoint, which Ray's snapshot lists
+    result = run_training(replace(config, epochs=3), sources, "r", storage)
+    printed = capfd.readouterr()
+    assert "set aside as checkpoint_manager_snapshot.json.stale" in printed.err
+    assert "epoch 3/3" in printed.out and "epoch 2/3" not in printed.out
+    assert [r["epoch"] for r in result.metrics] == [1, 2, 3]
+    assert {k: v for k, v in fingerprint(tmp_path).items() if not k.startswith("runs")} == data
+
+
+def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
+    """A real SIGINT to the command's process group, as a terminal's Ctrl-C sends it."""
+    import signal
+
+    images, labels = make_letters(64, learnable=True)
+    csv = write_kaggle_csv(tmp_path / "az.csv", images, labels)
+    data = fingerprint(tmp_path)
+    storage = tmp_path / "runs"
+    command = [
+        sys.executable, "-m", "handvae.cli", "train", "--letters-csv", str(csv), "--epochs", "1000", "--batch-size", "16",
+        "--num-workers", "1", "--no-report", "--run-name", "r", "--storage-path", str(storage),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
+    try:
+        for line in process.stdout:
+            if "epoch 1/1000" in line:
+                break
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted: to resume after the latest checkpoint, run the same command with --run-name r --storage-path {storage}"
+    )
+    assert "Traceback" not in stderr
+    assert fingerprint(tmp_path / "runs" / "r") and {k: v for k, v in fingerprint(tmp_path).items() if not k.startswith("runs")} == data
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_ctrl_c_in_another_command_is_one_line(tmp_path, tiny_model):
+    """generate blocked opening a style image (a FIFO no one writes) when a real SIGINT arrives."""
+    import signal
+    import threading
+
+    fifo = tmp_path / "style.png"
+    os.mkfifo(fifo)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        result = generate_with_styles(tiny_model, tmp_path / "out", fifo)
+    finally:
+        timer.cancel()
+    assert result.exit_code == 130 and result.stderr.strip() == "interrupted", result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_model_actors_load_the_model_file_without_ray_s_object_store_argument_error(tmp_path, tiny_model, capfd):
+    images, labels = make_letters(20)
+    csv = write_kaggle_csv(tmp_path / "az.csv", images, labels)
+    result = CliRunner().invoke(app, ["evaluate", "--model", tiny_model, "--letters-csv", str(csv), "--out", str(tmp_path / "report"), "--num-workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "constructor arguments in the object store" not in capfd.readouterr().err
+    assert (tmp_path / "report" / "metrics.json").exists()

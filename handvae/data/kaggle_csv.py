@@ -79,7 +79,7 @@ def default_chunk_bytes(file_size: int) -> int:
 
 
 def inspect_csv(path: str) -> CsvHead:
-    """Reads the first 64 KB only: missing, unreadable, compressed, empty, header-only and bad-header
+    """Reads the first 64 KB only: missing, unreadable, archived, empty, header-only and bad-header
     files are refused here, cheaply, before a command starts Ray."""
     fs, fs_path = resolve_path(path)
     size = require_file(fs, fs_path, "letters CSV")
@@ -115,19 +115,22 @@ def plan_csv(path: str, chunk_bytes: int | None = None) -> CsvPlan:
 
     starts = [(len(_BOM) if head.bom else 0, 0)]  # (byte offset of a range, newlines before it)
     newlines, pos, last_byte = 0, 0, b"\n"
-    with fs.open_input_stream(fs_path, compression=head.compression) as stream:
-        while buf := stream.read(_SCAN_BYTES):
-            counted = 0
-            while (search_from := max(starts[-1][0] + chunk_bytes - pos, counted)) < len(buf):
-                end_of_line = buf.find(b"\n", search_from)
-                if end_of_line < 0:
-                    break
-                newlines += buf.count(b"\n", counted, end_of_line + 1)
-                counted = end_of_line + 1
-                starts.append((pos + counted, newlines))
-            newlines += buf.count(b"\n", counted)
-            pos += len(buf)
-            last_byte = buf[-1:]
+    try:
+        with fs.open_input_stream(fs_path, compression=head.compression) as stream:
+            while buf := stream.read(_SCAN_BYTES):
+                counted = 0
+                while (search_from := max(starts[-1][0] + chunk_bytes - pos, counted)) < len(buf):
+                    end_of_line = buf.find(b"\n", search_from)
+                    if end_of_line < 0:
+                        break
+                    newlines += buf.count(b"\n", counted, end_of_line + 1)
+                    counted = end_of_line + 1
+                    starts.append((pos + counted, newlines))
+                newlines += buf.count(b"\n", counted)
+                pos += len(buf)
+                last_byte = buf[-1:]
+    except OSError as exc:  # a compressed file cut short, a network error
+        raise DataError(f"{path}: cannot read the letters CSV ({exc})") from None
     size = pos  # of the decompressed bytes, for a compressed file
     if starts[-1][0] == size and len(starts) > 1:
         starts.pop()  # a cut after the file's final newline starts no range
