@@ -21,6 +21,7 @@ import pyarrow.fs as pafs
 import torch
 
 from handvae import storage
+from handvae.data.records import resolve_path
 from handvae.errors import ModelFileError
 from handvae.model import VAE, VAEConfig
 
@@ -176,7 +177,7 @@ class RunCheckpoints:
 
     def folders(self) -> list[str]:
         """The checkpoint folders, newest first."""
-        fs, root = _filesystem(self.run_dir)
+        fs, root = resolve_path(self.run_dir)
         listing = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
         names = [info.base_name for info in listing if info.type == pafs.FileType.Directory and info.base_name.startswith(CHECKPOINT_PREFIX)]
         return [storage.join(self.run_dir, name) for name in sorted(names, reverse=True)]
@@ -219,10 +220,7 @@ class RunCheckpoints:
             reason = f"lists checkpoint folder(s) that are gone: {', '.join(missing)}"
         if missing == []:
             return
-        fs, fs_path = _filesystem(path)
+        fs, fs_path = resolve_path(path)
         fs.move(fs_path, fs_path + ".stale")
         self._warn(f"{path} {reason}; set aside as {RAY_SNAPSHOT}.stale so that Ray accepts the run folder")
 
-
-def _filesystem(path_or_uri: str) -> tuple[pafs.FileSystem, str]:
-    return pafs.FileSystem.from_uri(path_or_uri) if "://" in path_or_uri else (pafs.LocalFileSystem(), os.path.abspath(path_or_uri))

@@ -48,7 +48,7 @@ def start_ray_for_actors(num_workers: int | None, use_gpu: bool) -> int:
     """Start (or join) Ray with room for the actor pool; returns the pool size. By default one actor
     per GPU with use_gpu, else one per CPU but one, left to reading the data and to the driver."""
     workers = num_workers or (1 if use_gpu else max(1, (os.cpu_count() or 2) - 1))
-    check_workers_fit(workers, use_gpu, "--num-workers (model actors)")
+    check_workers_fit(workers, use_gpu)
     init_ray(extra_cpus=workers)
     return workers
 

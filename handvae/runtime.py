@@ -54,11 +54,11 @@ def init_ray(extra_cpus: int = 0) -> None:
     logger.addFilter(_drop_user_error_traces)
 
 
-def check_workers_fit(num_workers: int, use_gpu: bool, flag: str = "--num-workers") -> None:
-    """Refuse, before Ray starts, more workers than this machine holds: one CPU core each (one GPU
-    with use_gpu). Ray would start them all on an embedded Ray's oversubscribed logical CPUs, each a
-    process with torch, until its memory monitor kills them. A cluster (RAY_ADDRESS) is not checked
-    here: its autoscaler may add the nodes."""
+def check_workers_fit(num_workers: int, use_gpu: bool) -> None:
+    """Refuse, before Ray starts, more workers (--num-workers: training ranks or model actors) than
+    this machine holds: one CPU core each (one GPU with use_gpu). Ray would start them all on an
+    embedded Ray's oversubscribed logical CPUs, each a process with torch, until its memory monitor
+    kills them. A cluster (RAY_ADDRESS) is not checked here: its autoscaler may add the nodes."""
     if os.environ.get("RAY_ADDRESS"):
         return
     if use_gpu:
@@ -69,8 +69,8 @@ def check_workers_fit(num_workers: int, use_gpu: bool, flag: str = "--num-worker
         available, unit = os.cpu_count() or 1, "CPU core"
     if num_workers > available:
         raise ConfigError(
-            f"{flag} {num_workers}: this machine has {available} {unit}(s), so at most {available} workers "
-            f"(one {unit} each) on an embedded Ray; lower {flag.split()[0]}, or set RAY_ADDRESS to a Ray cluster"
+            f"--num-workers {num_workers}: this machine has {available} {unit}(s), so at most {available} workers "
+            f"(one {unit} each) on an embedded Ray; lower --num-workers, or set RAY_ADDRESS to a Ray cluster"
         )
 
 

@@ -269,7 +269,7 @@ def test_more_workers_than_the_machine_holds_are_refused_before_ray_starts(tmp_p
     args = {"train": ["--storage-path", str(tmp_path), "--run-name", "r"], "evaluate": ["--model", tiny_model, "--out", str(tmp_path / "o")]}
     args["generate"] = args["evaluate"]
     result = CliRunner().invoke(app, [command, *args[command], "--num-workers", "50"])
-    assert_user_error(result, "--num-workers", f"50: this machine has {os.cpu_count()} CPU core(s), so at most {os.cpu_count()} workers")
+    assert_user_error(result, f"--num-workers 50: this machine has {os.cpu_count()} CPU core(s), so at most {os.cpu_count()} workers")
     assert list(tmp_path.iterdir()) == []
 
 
