@@ -1,10 +1,14 @@
 """Ray Data batch inference with a model: the actor pool that evaluation and generation share.
 
 The driver loads and checks the model file once (a bad file fails before any actor starts); each
-actor then loads the same file itself. Only the file's path travels to the actors: weights as
-constructor arguments would sit in the object store, which Ray reports as an error line for every
-restartable actor pool. On a cluster the actors run on other nodes, so the model file must be a URI
-(s3://..., where a cluster's training run writes it) or a path that every node sees (a shared mount).
+actor then loads the same file itself. Only the file's path travels to the actors, not the weights:
+an argument over 100 KB goes through the object store, where a restarted actor cannot count on
+finding it (ray-project/ray#53727), while the file stays put and a restarted actor reloads it. On a
+cluster the actors run on other nodes, so the model file must be a URI (s3://..., where a cluster's
+training run writes it) or a path that every node sees (a shared mount). Ray Data 2.60 itself still
+logs "Actor ... has constructor arguments in the object store" once per actor pool, for its own
+context and transformer refs (ray-project/ray#57733); map_batches(max_restarts=0) would silence it
+at the cost of actor restarts, which we keep.
 """
 
 import os

@@ -4,8 +4,11 @@ Also keeps the console to what a person needs: Ray's progress bars, per-worker d
 INFO chatter off, so the jobs' own lines (one per epoch from rank 0) stand out.
 """
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 import warnings
 
 import ray
@@ -72,6 +75,20 @@ def check_workers_fit(num_workers: int, use_gpu: bool) -> None:
             f"--num-workers {num_workers}: this machine has {available} {unit}(s), so at most {available} workers "
             f"(one {unit} each) on an embedded Ray; lower --num-workers, or set RAY_ADDRESS to a Ray cluster"
         )
+
+
+@contextlib.contextmanager
+def keeping_sigint_handler():
+    """Ray Train's fit() installs a SIGINT handler of its own and leaves it behind; after the run it
+    swallows Ctrl-C (it asks the finished controller to abort, which returns). Restore ours."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread has handlers
+        yield
+        return
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
 
 
 def quiet_worker() -> None:

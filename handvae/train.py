@@ -37,7 +37,7 @@ from handvae.errors import ConfigError
 from handvae.data.datasets import DataSources, read_split, sorted_tensors, training_columns
 from handvae.engine import class_latent_means, epoch_figures, epoch_order, evaluate, train_epoch
 from handvae.model import VAE
-from handvae.runtime import check_workers_fit, init_ray
+from handvae.runtime import check_workers_fit, init_ray, keeping_sigint_handler
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
@@ -86,7 +86,8 @@ def run_training(config: TrainConfig, sources: DataSources, run_name: str, stora
         # Every worker gets every row; the worker loop takes its slice (see the module docstring).
         dataset_config=DataConfig(datasets_to_split=[]),
     )
-    trainer.fit()
+    with keeping_sigint_handler():
+        trainer.fit()
     _, state = checkpoints.latest(quiet=True)  # the final epoch's; model.pt is exported from it
     model = VAE(config.model)
     model.load_state_dict(state.model_state)
