@@ -163,6 +163,23 @@ def test_an_unreadable_csv_is_named_before_ray_starts(tmp_path):
     assert len(path.read_text().splitlines()) == 3
 
 
+def test_an_unreadable_mnist_file_is_named(tmp_path):
+    from conftest import make_mnist_root
+
+    make_mnist_root(tmp_path / "mnist", gz=False)
+    path = tmp_path / "mnist" / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    path.chmod(0)
+    without_override = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    if without_override and not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: no way to deny a read")
+    read = f"from handvae.data.mnist_idx import read_mnist_split; read_mnist_split({str(tmp_path / 'mnist')!r}, 'train')"
+    result = subprocess.run(
+        [*without_override, sys.executable, "-c", read], capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
+    assert f"DataError: {path}: cannot read the MNIST" in result.stderr and "ermission denied" in result.stderr
+    path.chmod(0o644)
+
+
 # ---- seeds -------------------------------------------------------------------------------------
 
 
