@@ -25,13 +25,25 @@ Prepared = Annotated[Optional[str], typer.Option("--prepared", help="A folder wr
 SplitSeed = Annotated[int, typer.Option("--split-seed", help="Seed of the letters' 80/20 train/test split.")]
 
 
+# Ctrl-C: Python's KeyboardInterrupt, or SystemExit where Ray handles the signal (Train's fit() has
+# its own SIGINT handler that aborts the run and exits; a ray.get interrupted in Ray's core worker
+# raises SystemExit(1)). Nothing else in a command exits the process.
+_INTERRUPTED = (KeyboardInterrupt, SystemExit)
+
+
 def reports_user_errors(command):
-    """Bad input ends the command with its message on stderr and exit status 2, no traceback."""
+    """Bad input ends the command with its message on stderr and exit status 2, no traceback;
+    Ctrl-C with one `interrupted` line (saying how to go on, where there is a way) and status 130,
+    as a shell reports a command that SIGINT ended."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except _INTERRUPTED as exc:
+            hint = str(exc) if isinstance(exc, KeyboardInterrupt) else ""
+            typer.echo(f"interrupted{f': {hint}' if hint else ''}", err=True)
+            raise typer.Exit(130) from None
         except Exception as exc:
             found = user_error(exc)
             if found is None:
@@ -44,8 +56,12 @@ def reports_user_errors(command):
 
 def _sources(letters_csv, mnist_dir, download, prepared, split_seed):
     from handvae.data.datasets import DataSources
+    from handvae.data.kaggle_csv import inspect_csv
 
-    return DataSources(letters_csv=letters_csv, mnist_dir=mnist_dir, download=download, prepared_dir=prepared, split_seed=split_seed)
+    sources = DataSources(letters_csv=letters_csv, mnist_dir=mnist_dir, download=download, prepared_dir=prepared, split_seed=split_seed)
+    if letters_csv:
+        inspect_csv(letters_csv)  # a missing, unreadable, archived or header-only file fails now, before Ray starts
+    return sources
 
 
 @app.command()
@@ -133,7 +149,12 @@ def train(
     config = resolve_config(preset, config_file, overrides)
     sources = _sources(letters_csv, mnist_dir, download, prepared, split_seed)
     run_name = run_name or datetime.now().strftime("train-%Y%m%d-%H%M%S")
-    result = run_training(config, sources, run_name, storage_path)
+    try:
+        result = run_training(config, sources, run_name, storage_path)
+    except _INTERRUPTED:
+        raise KeyboardInterrupt(
+            f"to resume after the latest checkpoint, run the same command with --run-name {run_name} --storage-path {storage_path}"
+        ) from None
     last = result.metrics[-1]
     typer.echo(
         f"done: epoch {last['epoch']}, test accuracy {last['test_accuracy']:.2%}, reconstruction accuracy "

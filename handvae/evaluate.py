@@ -104,7 +104,7 @@ def run_evaluation(model_path: str, sources: DataSources, out_dir: str, options:
     out_dir = _check_out_dir(out_dir)
     workers = start_ray_for_actors(options.num_workers, options.use_gpu)
     records = read_split(sources, options.split)
-    results = map_with_model(records, _Evaluator, model, (options.seed,), workers, options.use_gpu, options.batch_size)
+    results = map_with_model(records, _Evaluator, model_path, (options.seed,), workers, options.use_gpu, options.batch_size)
     judge, judge_metadata = load_judge(options.judge) if options.judge else (None, {})
     metrics = EvaluationMetrics(IMAGE_SIDE)
     judged = MulticlassAccuracy(num_classes=NUM_CLASSES, average=None)

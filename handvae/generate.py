@@ -48,7 +48,7 @@ from ray.data.block import BlockAccessor
 from handvae import plots, storage
 from handvae.data.datasets import DataSources, order_keys, read_split
 from handvae.errors import DataError
-from handvae.data.images import encode_pngs, load_style_image
+from handvae.data.images import encode_pngs, load_style_images
 from handvae.data.records import IMAGE_SIDE, mix64
 from handvae.config import Drawing
 from handvae.inference import ModelActor, load_checked_model, map_with_model, start_ray_for_actors
@@ -188,7 +188,7 @@ def style_samples(sources: DataSources, options: GenerateOptions) -> ray.data.Da
     """The style samples (image, source, row, style_id), in a fixed order: all of them, or the
     seed's random choice of num_styles."""
     if options.style_images:
-        images = np.stack([load_style_image(path) for path in options.style_images])
+        images = load_style_images(options.style_images)
         paths = np.array([os.path.abspath(p) for p in options.style_images], dtype=object)
         rows = np.zeros(len(paths), dtype=np.int64)
         batch = {"image": images, "source": paths, "row": rows, "style_id": order_keys(paths, rows)}
@@ -240,7 +240,7 @@ def _generate(model, metadata, drawing, model_path, sources, out_dir, options, w
     total_styles = styles.count()
     if total_styles == 0:
         raise DataError(f"no style samples: split {options.split!r} of the given data holds no images")
-    drawn = map_with_model(styles, _Drawer, model, (options, drawing), workers, options.use_gpu, options.styles_per_batch)
+    drawn = map_with_model(styles, _Drawer, model_path, (options, drawing), workers, options.use_gpu, options.styles_per_batch)
     generated = drawn.map_batches(_with_png, batch_format="pyarrow", batch_size=None)
 
     total = total_styles * options.per_style

@@ -1,7 +1,14 @@
 """Ray Data batch inference with a model: the actor pool that evaluation and generation share.
 
-The driver loads and checks the model file once; the weights travel to the actors with their
-constructor arguments, so a model file on the driver's disk is enough on a cluster.
+The driver loads and checks the model file once (a bad file fails before any actor starts); each
+actor then loads the same file itself. Only the file's path travels to the actors, not the weights:
+an argument over 100 KB goes through the object store, where a restarted actor cannot count on
+finding it (ray-project/ray#53727), while the file stays put and a restarted actor reloads it. On a
+cluster the actors run on other nodes, so the model file must be a URI (s3://..., where a cluster's
+training run writes it) or a path that every node sees (a shared mount). Ray Data 2.60 itself still
+logs "Actor ... has constructor arguments in the object store" once per actor pool, for its own
+context and transformer refs (ray-project/ray#57733); map_batches(max_restarts=0) would silence it
+at the cost of actor restarts, which we keep.
 """
 
 import os
@@ -10,12 +17,13 @@ import ray
 import ray.data
 import torch
 
+from handvae import storage
 from handvae.checkpoint import load_model_and_metadata
 from handvae.errors import ModelFileError
 from handvae.data.records import IMAGE_SIDE
 from handvae.labels import NUM_CLASSES
-from handvae.model import VAE, VAEConfig
-from handvae.runtime import init_ray
+from handvae.model import VAE
+from handvae.runtime import check_workers_fit, init_ray
 
 
 def load_checked_model(path: str) -> tuple[VAE, dict]:
@@ -32,12 +40,11 @@ def load_checked_model(path: str) -> tuple[VAE, dict]:
 class ModelActor:
     """Base of the map_batches classes: builds the model once per actor, on its GPU if it has one."""
 
-    def __init__(self, weights: dict, use_gpu: bool):
+    def __init__(self, model_path: str, use_gpu: bool):
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
         torch.set_num_threads(max(1, int(cpus)))
         self.device = torch.device("cuda" if use_gpu else "cpu")
-        self.model = VAE(VAEConfig(**weights["config"]))
-        self.model.load_state_dict(weights["state"])
+        self.model, _ = load_checked_model(model_path)
         self.model.to(self.device).eval()
 
 
@@ -45,21 +52,23 @@ def start_ray_for_actors(num_workers: int | None, use_gpu: bool) -> int:
     """Start (or join) Ray with room for the actor pool; returns the pool size. By default one actor
     per GPU with use_gpu, else one per CPU but one, left to reading the data and to the driver."""
     workers = num_workers or (1 if use_gpu else max(1, (os.cpu_count() or 2) - 1))
+    check_workers_fit(workers, use_gpu)
     init_ray(extra_cpus=workers)
     return workers
 
 
 def map_with_model(
-    dataset: ray.data.Dataset, actor: type[ModelActor], model: VAE, extra_args: tuple, workers: int, use_gpu: bool, batch_size: int
+    dataset: ray.data.Dataset, actor: type[ModelActor], model_path: str, extra_args: tuple, workers: int, use_gpu: bool, batch_size: int
 ) -> ray.data.Dataset:
-    """`dataset` mapped by `actor(weights, use_gpu, *extra_args)` on a pool of `workers` actors."""
-    weights = {"config": model.config.to_dict(), "state": model.state_dict()}
+    """`dataset` mapped by `actor(model_path, use_gpu, *extra_args)` on a pool of `workers` actors,
+    each loading the model file itself (a local path is made absolute: actors need not share the
+    driver's working directory)."""
     # One model call per block: each result moves on to the next stage (and the caller) as soon as
     # it is ready, not once the actor has worked through a whole file's block.
     dataset = dataset.repartition(target_num_rows_per_block=batch_size)
     return dataset.map_batches(
         actor,
-        fn_constructor_args=(weights, use_gpu, *extra_args),
+        fn_constructor_args=(storage.absolute(str(model_path)), use_gpu, *extra_args),
         compute=ray.data.ActorPoolStrategy(size=workers),
         batch_size=batch_size,
         batch_format="numpy",

@@ -4,13 +4,16 @@ Also keeps the console to what a person needs: Ray's progress bars, per-worker d
 INFO chatter off, so the jobs' own lines (one per epoch from rank 0) stand out.
 """
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 import warnings
 
 import ray
 
-from handvae.errors import user_error
+from handvae.errors import ConfigError, user_error
 
 # Read by Ray's processes at start-up: set in the driver before ray.init, and passed to the workers
 # in the job's runtime env (on a cluster they do not inherit the driver's environment).
@@ -52,6 +55,40 @@ def init_ray(extra_cpus: int = 0) -> None:
     logger = logging.getLogger("ray.data")
     logger.setLevel(logging.WARNING)
     logger.addFilter(_drop_user_error_traces)
+
+
+def check_workers_fit(num_workers: int, use_gpu: bool) -> None:
+    """Refuse, before Ray starts, more workers (--num-workers: training ranks or model actors) than
+    this machine holds: one CPU core each (one GPU with use_gpu). Ray would start them all on an
+    embedded Ray's oversubscribed logical CPUs, each a process with torch, until its memory monitor
+    kills them. A cluster (RAY_ADDRESS) is not checked here: its autoscaler may add the nodes."""
+    if os.environ.get("RAY_ADDRESS"):
+        return
+    if use_gpu:
+        import torch
+
+        available, unit = torch.cuda.device_count(), "GPU"
+    else:
+        available, unit = os.cpu_count() or 1, "CPU core"
+    if num_workers > available:
+        raise ConfigError(
+            f"--num-workers {num_workers}: this machine has {available} {unit}(s), so at most {available} workers "
+            f"(one {unit} each) on an embedded Ray; lower --num-workers, or set RAY_ADDRESS to a Ray cluster"
+        )
+
+
+@contextlib.contextmanager
+def keeping_sigint_handler():
+    """Ray Train's fit() installs a SIGINT handler of its own and leaves it behind; after the run it
+    swallows Ctrl-C (it asks the finished controller to abort, which returns). Restore ours."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread has handlers
+        yield
+        return
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
 
 
 def quiet_worker() -> None:

@@ -31,15 +31,14 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig
 from ray.train.torch import TorchTrainer
 
 from handvae import storage
-from handvae.checkpoint import save_model
+from handvae.checkpoint import RunCheckpoints, TrainingState, save_model
 from handvae.config import TrainConfig
 from handvae.errors import ConfigError
 from handvae.data.datasets import DataSources, read_split, sorted_tensors, training_columns
 from handvae.engine import class_latent_means, epoch_figures, epoch_order, evaluate, train_epoch
 from handvae.model import VAE
-from handvae.runtime import init_ray
+from handvae.runtime import check_workers_fit, init_ray, keeping_sigint_handler
 
-STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.pt"
@@ -60,10 +59,13 @@ def run_training(config: TrainConfig, sources: DataSources, run_name: str, stora
     """Train (or resume the run of the same name) and write the final model file."""
     storage_path = storage.absolute(storage_path)
     run_dir = storage.join(storage_path, run_name)
-    _check_resumable(run_dir, config)
+    checkpoints = RunCheckpoints(run_dir)
+    _check_resumable(checkpoints, config)
+    checkpoints.set_aside_stale_ray_snapshot()
     _check_local_outputs(config, run_dir)
+    check_workers_fit(config.num_workers, config.use_gpu)
     init_ray(extra_cpus=config.num_workers)
-    _check_resources(config)
+    # Rewritten by every start: a run folder that never reached a checkpoint holds no recipe.
     storage.write_bytes(storage.join(run_dir, CONFIG_FILE), json.dumps({"train": config.to_dict(), "data": sources.describe()}, indent=2).encode())
 
     # Read and validated once, here: bad data fails before any worker starts, and workers fetch
@@ -84,20 +86,20 @@ def run_training(config: TrainConfig, sources: DataSources, run_name: str, stora
         # Every worker gets every row; the worker loop takes its slice (see the module docstring).
         dataset_config=DataConfig(datasets_to_split=[]),
     )
-    result = trainer.fit()
-    with result.checkpoint.as_directory() as directory:
-        state = torch.load(f"{directory}/{STATE_FILE}", map_location="cpu", weights_only=True)
+    with keeping_sigint_handler():
+        trainer.fit()
+    _, state = checkpoints.latest(quiet=True)  # the final epoch's; model.pt is exported from it
     model = VAE(config.model)
-    model.load_state_dict(state["model_state"])
+    model.load_state_dict(state.model_state)
     model.class_latent_means.copy_(class_latent_means(model, *sorted_tensors(datasets["train"].iter_torch_batches(batch_size=8192))))
     model_path = storage.join(run_dir, MODEL_FILE)
-    metadata = {"run_name": run_name, "epoch": state["epoch"], "train_config": config.to_dict(), "data": sources.describe(), "drawing": config.drawing.to_dict()}
+    metadata = {"run_name": run_name, "epoch": state.epoch, "train_config": config.to_dict(), "data": sources.describe(), "drawing": config.drawing.to_dict()}
     save_model(model_path, model, metadata=metadata)
     if config.report:
         from handvae.evaluate import EvalOptions, run_evaluation  # matplotlib: not for the training workers
 
         run_evaluation(model_path, sources, storage.join(run_dir, REPORT_DIR), EvalOptions(use_gpu=config.use_gpu, seed=config.seed))
-    return TrainResult(run_dir=run_dir, model_path=model_path, metrics=state["history"])
+    return TrainResult(run_dir=run_dir, model_path=model_path, metrics=state.history)
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -112,13 +114,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
     model = VAE(config.model).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     start_epoch, history = 1, []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            state = torch.load(f"{directory}/{STATE_FILE}", map_location=device, weights_only=True)
-        model.load_state_dict(state["model_state"])
-        optimizer.load_state_dict(state["optimizer_state"])
-        start_epoch, history = state["epoch"] + 1, list(state["history"])
+    # The newest readable checkpoint in the run folder, not ray.train.get_checkpoint(): that is the
+    # latest only, damaged or not (the driver has named any damaged one). After a worker failure
+    # in this run, the newest is the one this run wrote last.
+    resume = RunCheckpoints(run_dir).latest(quiet=True)
+    if resume:
+        _, state = resume
+        state.restore(model, optimizer)
+        start_epoch, history = state.epoch + 1, list(state.history)
     ddp_model = ray.train.torch.prepare_model(model)
 
     started = time.perf_counter()
@@ -181,18 +184,8 @@ def _report_with_checkpoint(record, rank, model, optimizer, epoch, config, histo
     with tempfile.TemporaryDirectory() as directory:
         checkpoint = None
         if rank == 0:
-            torch.save(
-                {
-                    "model_state": model.state_dict(),
-                    "optimizer_state": optimizer.state_dict(),
-                    "epoch": epoch,
-                    "config": config.to_dict(),
-                    "history": history,
-                    # The RNG is a function of (seed, epoch, rank), re-seeded every epoch: the seed is the state.
-                    "seed": config.seed,
-                },
-                f"{directory}/{STATE_FILE}",
-            )
+            state = TrainingState(model.state_dict(), optimizer.state_dict(), epoch, history, config.to_dict(), config.seed)
+            state.save(directory)
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(record, checkpoint=checkpoint)
 
@@ -212,15 +205,17 @@ def _progress_line(record: dict, epochs: int) -> str:
     )
 
 
-def _check_resumable(run_dir: str, config: TrainConfig) -> None:
-    saved = storage.read_bytes(storage.join(run_dir, CONFIG_FILE))
-    if saved is None:
+def _check_resumable(checkpoints: RunCheckpoints, config: TrainConfig) -> None:
+    """Before Ray starts: the recipe of the run's newest readable checkpoint (naming damaged ones)
+    must be this one, but for RESUMABLE_CHANGES. A run folder without a checkpoint holds no recipe."""
+    resume = checkpoints.latest()
+    if resume is None:
         return
-    before = json.loads(saved)["train"]
-    changed = sorted(k for k, v in config.to_dict().items() if before.get(k) != v and k not in RESUMABLE_CHANGES)
+    folder, state = resume
+    changed = sorted(k for k, v in config.to_dict().items() if state.config.get(k) != v and k not in RESUMABLE_CHANGES)
     if changed:
-        raise ValueError(
-            f"{run_dir} holds a run with a different recipe ({', '.join(changed)} differ); "
+        raise ConfigError(
+            f"{checkpoints.run_dir} holds a run with a different recipe ({', '.join(changed)} differ from {folder}); "
             f"resume it with the same settings, or pick another --run-name"
         )
 
@@ -240,13 +235,3 @@ def _tensorboard_writer(run_dir: str):
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(log_dir=os.path.join(run_dir, "tensorboard"))
-
-
-def _check_resources(config: TrainConfig) -> None:
-    """Fail now, not after waiting forever for workers that cannot be placed."""
-    resources = ray.cluster_resources()
-    needed = {"GPU" if config.use_gpu else "CPU": config.num_workers}
-    for kind, count in needed.items():
-        # A cluster's autoscaler may still add nodes; an embedded Ray has what it has.
-        if resources.get(kind, 0) < count and not os.environ.get("RAY_ADDRESS"):
-            raise ConfigError(f"{config.num_workers} workers need {count} {kind}(s); this Ray cluster has {resources.get(kind, 0):g}")

@@ -1,9 +1,15 @@
 """The Kaggle "A-Z Handwritten Alphabets" CSV: label 0-25 (A-Z) then 784 pixels 0-255 per line.
 
-The real file has no header line; a copy re-saved by pandas starts with "0,0.1,0.2,...". A first
-line of integers is data. The file is cut at line boundaries into byte ranges (`plan_csv`) that
-read tasks parse independently (`read_chunk`), so a 700 MB file is never held whole and many
-workers share it. Pure pyarrow/numpy; the Ray wiring is in `handvae.data.datasets`.
+The real file has no header line; a copy re-saved by pandas starts with "0,0.1,0.2,...", and a
+header of column names ("label,pixel0,...") is accepted too. Anything else on line 1 is data and
+checked as every other line is (a `12.0` pixel on line 1 is the same error as on line 7). A UTF-8
+BOM is skipped. The file is cut at line boundaries into byte ranges (`plan_csv`) that read tasks
+parse independently (`read_chunk`), so a 700 MB file is never held whole and many workers share it.
+
+Compressed files (gzip, bz2, zstd, lz4 by their magic bytes; brotli by a .br name) are read as one
+range: a compressed stream cannot be entered at a byte offset, so one task decompresses and parses
+the whole file (for a large file, `handvae prepare` it once, or decompress it, to read in parallel).
+Pure pyarrow/numpy; the Ray wiring is in `handvae.data.datasets`.
 """
 
 import re
@@ -22,7 +28,13 @@ EXPECTED = f"{NUM_FIELDS} comma-separated integers: a label 0-{NUM_LETTERS - 1} 
 _SCAN_BYTES = 8 << 20
 _HEAD_BYTES = 64 << 10
 _INTEGER = re.compile(rb'\s*"?-?\d+"?\s*')  # what pyarrow accepts as an integer field
+_PANDAS_NAME = re.compile(rb"(\d+)(?:\.(\d+))?")  # pandas' names for a re-saved integer row: "0", "0.1", ...
 _COLUMN_NAMES = [f"c{i}" for i in range(NUM_FIELDS)]
+_BOM = b"\xef\xbb\xbf"
+_ONE_RANGE = 1 << 62
+# Compressed formats pyarrow decompresses, by magic bytes; and archives it does not read.
+_CODECS = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\x04\x22\x4d\x18", "lz4"))
+_ARCHIVES = ((b"PK\x03\x04", "a zip archive"), (b"\xfd7zXZ\x00", "an xz file"), (b"7z\xbc\xaf\x27\x1c", "a 7z archive"))
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,18 @@ class CsvPlan:
     has_header: bool
     num_data_rows: int
     chunks: tuple[CsvChunk, ...]
+    compression: str | None = None
+    """pyarrow's codec name for a compressed file (one range over the decompressed bytes), else None."""
+
+
+@dataclass(frozen=True)
+class CsvHead:
+    """What the file's first bytes tell: enough to refuse a bad file before any work starts."""
+
+    file_size: int
+    compression: str | None
+    bom: bool
+    has_header: bool
 
 
 def default_chunk_bytes(file_size: int) -> int:
@@ -54,41 +78,68 @@ def default_chunk_bytes(file_size: int) -> int:
     return int(min(16 << 20, max(256 << 10, -(-file_size // 16))))
 
 
-def plan_csv(path: str, chunk_bytes: int | None = None) -> CsvPlan:
-    """One sequential scan: find the header, cut ranges at line ends, count the lines before each."""
+def inspect_csv(path: str) -> CsvHead:
+    """Reads the first 64 KB only: missing, unreadable, archived, empty, header-only and bad-header
+    files are refused here, cheaply, before a command starts Ray."""
     fs, fs_path = resolve_path(path)
     size = require_file(fs, fs_path, "letters CSV")
-    with fs.open_input_stream(fs_path, compression=None) as stream:
-        head = stream.read(_HEAD_BYTES)
+    try:
+        with fs.open_input_stream(fs_path, compression=None) as stream:
+            compression = _compression(stream.read(8), path)
+        with fs.open_input_stream(fs_path, compression=compression) as stream:
+            head = stream.read(_HEAD_BYTES)
+    except OSError as exc:  # permission denied, a compressed file cut short, ...
+        raise DataError(f"{path}: cannot read the letters CSV ({exc})") from None
+    whole = len(head) < _HEAD_BYTES  # the head is the whole file
+    bom = head.startswith(_BOM)
+    head = head[len(_BOM) :] if bom else head
     if not head.strip():
         raise DataError(f"{path}: the letters CSV has no data (expected lines of {EXPECTED})")
-    if b"\n" not in head and size > len(head):
+    if b"\n" not in head and not whole:
         raise DataError(f"{path}, line 1: longer than {_HEAD_BYTES} bytes (expected {EXPECTED})")
-    has_header = _is_header(head.split(b"\n", 1)[0], path)
-    chunk_bytes = chunk_bytes or default_chunk_bytes(size)
+    first_line, _, rest = head.partition(b"\n")
+    has_header = _is_header(first_line, path)
+    if has_header and whole and not rest.strip():  # a header line is < 64 KB: the file is all here
+        raise DataError(f"{path}: only a header line, no data rows (expected lines of {EXPECTED} after it)")
+    return CsvHead(file_size=size, compression=compression, bom=bom, has_header=has_header)
 
-    starts = [(0, 0)]  # (byte offset of a range, newlines before it)
+
+def plan_csv(path: str, chunk_bytes: int | None = None) -> CsvPlan:
+    """One sequential scan: find the header, cut ranges at line ends, count the lines before each."""
+    head = inspect_csv(path)
+    fs, fs_path = resolve_path(path)
+    has_header = head.has_header
+    if head.compression:
+        chunk_bytes = _ONE_RANGE  # see the module docstring
+    chunk_bytes = chunk_bytes or default_chunk_bytes(head.file_size)
+
+    starts = [(len(_BOM) if head.bom else 0, 0)]  # (byte offset of a range, newlines before it)
     newlines, pos, last_byte = 0, 0, b"\n"
-    with fs.open_input_stream(fs_path, compression=None) as stream:
-        while buf := stream.read(_SCAN_BYTES):
-            counted = 0
-            while (search_from := max(starts[-1][0] + chunk_bytes - pos, counted)) < len(buf):
-                end_of_line = buf.find(b"\n", search_from)
-                if end_of_line < 0:
-                    break
-                newlines += buf.count(b"\n", counted, end_of_line + 1)
-                counted = end_of_line + 1
-                if pos + counted < size:
+    try:
+        with fs.open_input_stream(fs_path, compression=head.compression) as stream:
+            while buf := stream.read(_SCAN_BYTES):
+                counted = 0
+                while (search_from := max(starts[-1][0] + chunk_bytes - pos, counted)) < len(buf):
+                    end_of_line = buf.find(b"\n", search_from)
+                    if end_of_line < 0:
+                        break
+                    newlines += buf.count(b"\n", counted, end_of_line + 1)
+                    counted = end_of_line + 1
                     starts.append((pos + counted, newlines))
-            newlines += buf.count(b"\n", counted)
-            pos += len(buf)
-            last_byte = buf[-1:]
+                newlines += buf.count(b"\n", counted)
+                pos += len(buf)
+                last_byte = buf[-1:]
+    except OSError as exc:  # a compressed file cut short, a network error
+        raise DataError(f"{path}: cannot read the letters CSV ({exc})") from None
+    size = pos  # of the decompressed bytes, for a compressed file
+    if starts[-1][0] == size and len(starts) > 1:
+        starts.pop()  # a cut after the file's final newline starts no range
     num_lines = newlines + (last_byte != b"\n")
 
     chunks = []
     for index, (start, lines_before) in enumerate(starts):
         end = starts[index + 1][0] if index + 1 < len(starts) else size
-        skip_header = has_header and start == 0
+        skip_header = has_header and index == 0
         chunks.append(
             CsvChunk(
                 start=start,
@@ -100,14 +151,14 @@ def plan_csv(path: str, chunk_bytes: int | None = None) -> CsvPlan:
         )
     # Provenance names the file itself: the absolute path, or the URI as given.
     source = path if "://" in path else fs_path
-    return CsvPlan(path=source, has_header=has_header, num_data_rows=num_lines - has_header, chunks=tuple(chunks))
+    return CsvPlan(
+        path=source, has_header=has_header, num_data_rows=num_lines - has_header, chunks=tuple(chunks), compression=head.compression
+    )
 
 
 def read_chunk(plan: CsvPlan, chunk: CsvChunk, split_seed: int, test_fraction: float) -> Batch:
     """Parse one range into records; any bad line raises a DataError naming its line."""
-    fs, fs_path = resolve_path(plan.path)
-    with fs.open_input_file(fs_path) as f:
-        data = f.read_at(chunk.end - chunk.start, chunk.start)
+    data = _read_range(plan, chunk)
     if chunk.skip_header:
         data = data[data.find(b"\n") + 1 :]
     if not data:
@@ -143,9 +194,34 @@ def read_chunk(plan: CsvPlan, chunk: CsvChunk, split_seed: int, test_fraction: f
     )
 
 
+def _read_range(plan: CsvPlan, chunk: CsvChunk) -> bytes:
+    fs, fs_path = resolve_path(plan.path)
+    if plan.compression:  # one range: the whole decompressed file
+        with fs.open_input_stream(fs_path, compression=plan.compression) as stream:
+            return stream.read()[chunk.start : chunk.end]
+    with fs.open_input_file(fs_path) as f:
+        return f.read_at(chunk.end - chunk.start, chunk.start)
+
+
+def _compression(magic: bytes, path: str) -> str | None:
+    for prefix, codec in _CODECS:
+        if magic.startswith(prefix):
+            return codec
+    for prefix, what in _ARCHIVES:
+        if magic.startswith(prefix):
+            raise DataError(
+                f"{path}: {what}, which handvae does not read; extract the CSV from it (expected a CSV file, "
+                "plain or compressed with gzip, bz2, zstd, lz4 or brotli)"
+            )
+    return "brotli" if path.lower().endswith(".br") else None  # brotli has no magic bytes
+
+
 def _is_header(first_line: bytes, path: str) -> bool:
-    fields = first_line.rstrip(b"\r").split(b",")
-    if all(_INTEGER.fullmatch(field) for field in fields):  # a first line of integers is data
+    """Only a header is a header: pandas' names for a re-saved integer row ("0,0.1,0.2,...", where
+    the n-th repeat of a value v is named "v.n") or a line of column names (no field a number).
+    Anything else is data, which `read_chunk` checks as it checks every line."""
+    fields = [field.strip().strip(b'"') for field in first_line.rstrip(b"\r").split(b",")]
+    if not (_is_pandas_header(fields) or all(_is_name(field) for field in fields)):
         return False
     if len(fields) != NUM_FIELDS:
         raise DataError(
@@ -153,6 +229,28 @@ def _is_header(first_line: bytes, path: str) -> bool:
             f"{NUM_FIELDS} column names, then lines of {EXPECTED}"
         )
     return True
+
+
+def _is_pandas_header(fields: list[bytes]) -> bool:
+    repeats: dict[bytes, int] = {}
+    for field in fields:
+        match = _PANDAS_NAME.fullmatch(field)
+        if match is None:
+            return False
+        value, suffix = match.groups()
+        seen = repeats.get(value, 0)
+        if (suffix is None) != (seen == 0) or (suffix is not None and int(suffix) != seen):
+            return False
+        repeats[value] = seen + 1
+    return len(repeats) < len(fields)  # a data row of 785 values 0-255 repeats some, unnamed
+
+
+def _is_name(field: bytes) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return bool(field)
+    return False
 
 
 def _raise_first_bad_line(path: str, chunk: CsvChunk, data: bytes, fallback: str):

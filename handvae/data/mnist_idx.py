@@ -55,8 +55,11 @@ def _read_idx(root: str, name: str, magic: int, what: str) -> tuple[str, np.ndar
             f"MNIST {what} not found: expected {directory}/{name} or {name}.gz "
             f"(torchvision's layout, ROOT/MNIST/raw/; pass --download to fetch it)"
         )
-    with fs.open_input_stream(path, compression=None) as stream:
-        data = stream.read()
+    try:
+        with fs.open_input_stream(path, compression=None) as stream:
+            data = stream.read()
+    except OSError as exc:  # permission denied, a network error
+        raise DataError(f"{path}: cannot read the MNIST {what} file ({exc})") from None
     if path.endswith(".gz"):
         try:
             data = gzip.decompress(data)

@@ -50,7 +50,10 @@ def letters_split(data_row_index: np.ndarray, seed: int, test_fraction: float) -
 def mix64(values: np.ndarray, seed: int) -> np.ndarray:
     """An independent-looking uint64 for each (seed, value): the splitmix64 finaliser, so that
     consecutive values do not get related hashes."""
-    x = values.astype(np.uint64) + np.uint64(seed & 0xFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
+    # The seed's term in Python integers, wrapped to 64 bits by hand: numpy warns when a *scalar*
+    # uint64 product overflows (seed >= 2 here), though wrapping is what the hash wants. The array
+    # operations below wrap silently.
+    x = values.astype(np.uint64) + np.uint64((seed & 0xFFFFFFFF) * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF)
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
@@ -67,8 +70,10 @@ def resolve_path(path_or_uri: str) -> tuple[pafs.FileSystem, str]:
 
 
 def require_file(fs: pafs.FileSystem, path: str, what: str) -> int:
-    """The file's size, or a DataError saying it is missing."""
+    """The file's size, or a DataError saying it is missing or not a file."""
     info = fs.get_file_info(path)
+    if info.type == pafs.FileType.Directory:
+        raise DataError(f"{path}: a folder, expected the {what} file")
     if info.type != pafs.FileType.File:
         raise DataError(f"{path}: {what} not found")
     return info.size
