@@ -6,12 +6,12 @@
 """
 
 import functools
-import os
 import sys
 from typing import Annotated, Optional
 
 import typer
 
+from handvae import storage
 from handvae.config import DEFAULT_PRESET
 from handvae.errors import DataError, user_error
 from handvae.labels import CHARSET
@@ -78,7 +78,7 @@ def data(
 @app.command()
 @reports_user_errors
 def prepare(
-    out: Annotated[str, typer.Option("--out", help="Folder to write; complete with a _SUCCESS marker, or absent.")],
+    out: Annotated[str, typer.Option("--out", help="Folder to write (new, empty, or an earlier `prepare` output with --overwrite); complete or as it was.")],
     letters_csv: LettersCsv = None,
     mnist_dir: MnistDir = None,
     download: Download = False,
@@ -87,11 +87,9 @@ def prepare(
 ):
     """Convert the raw sources once to parquet shards (one folder per split) that later runs read faster."""
     from handvae.data.datasets import prepare as prepare_parquet
-    from handvae.runtime import init_ray
 
     if not (letters_csv or mnist_dir):
         raise DataError("prepare needs --letters-csv and/or --mnist-dir")
-    init_ray()
     manifest = prepare_parquet(_sources(letters_csv, mnist_dir, download, None, split_seed), out, overwrite=overwrite)
     typer.echo(f"wrote {manifest['rows']} rows to {out}")
 
@@ -146,7 +144,7 @@ def train(
 @reports_user_errors
 def evaluate(
     model: Annotated[str, typer.Option("--model", help="A model file written by `handvae train`.")],
-    out: Annotated[str, typer.Option("--out", help="Report folder: metrics.json, PNG plots, report.md.")],
+    out: Annotated[str, typer.Option("--out", help="Report folder or URI (s3://...): metrics.json, PNG plots, report.md; new, empty, or an earlier report.")],
     letters_csv: LettersCsv = None,
     mnist_dir: MnistDir = None,
     download: Download = False,
@@ -177,7 +175,7 @@ def evaluate(
             f"generated characters: judge accuracy {g['generated_accuracy_mean']:.2%} (real {g['real_accuracy_mean']:.2%}), "
             f"legibility {g['legibility']:.3f}x, variety {g['variety_mean']:.3f}x"
         )
-    typer.echo(f"report: {os.path.join(os.path.abspath(out), 'report.md')}")
+    typer.echo(f"report: {storage.join(storage.absolute(out), 'report.md')}")
 
 
 @app.command("train-judge")
@@ -216,7 +214,7 @@ def train_judge_command(
 @reports_user_errors
 def generate(
     model: Annotated[str, typer.Option("--model", help="A model file written by `handvae train`.")],
-    out: Annotated[str, typer.Option("--out", help="Output folder: part-*.parquet, sheet.png, manifest.json, _SUCCESS.")],
+    out: Annotated[str, typer.Option("--out", help="Data set folder or URI (s3://...): README.md card, data/<run>/*.parquet, sheet.png, manifest.json, _SUCCESS; new, empty, or an earlier generated data set.")],
     letters_csv: LettersCsv = None,
     mnist_dir: MnistDir = None,
     download: Download = False,
@@ -250,7 +248,7 @@ def generate(
         num_workers=num_workers, use_gpu=use_gpu,
     )
     manifest = run_generation(model, sources, out, options)
-    typer.echo(f"wrote {manifest['rows']:,} images in {manifest['styles']:,} styles to {os.path.abspath(out)} (contact sheet: sheet.png)")
+    typer.echo(f"wrote {manifest['rows']:,} images in {manifest['styles']:,} styles to {storage.absolute(out)} (files: {manifest['data_dir']}/, contact sheet: sheet.png)")
 
 
 def main() -> None:  # pragma: no cover - for `python -m handvae.cli`
