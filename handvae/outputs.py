@@ -252,8 +252,9 @@ class Staged:
 
 def _replaceable_folder(out: str, kind: str) -> dict | None:
     """The manifest of the earlier output in OUT, None if OUT is absent or empty; an OutputError if
-    OUT holds anything handvae cannot prove it wrote."""
+    OUT holds anything handvae cannot prove it wrote. OUT's lock (on an object store) is the lock's business."""
     files, folders = storage.list_tree(out)
+    files = [name for name in files if name != LOCK]
     if not files and not folders:
         return None
     manifest = owned_manifest(out, kind)
@@ -278,7 +279,8 @@ def folder_output(out: str, kind: str, inputs: Iterable[str | None]) -> Iterator
     """Claims OUT (checks, lock: call it before starting Ray), yields a staging folder to fill, and
     on success commits it whole in OUT's place. On an error nothing in OUT changes."""
     out = check_location(out, inputs)
-    _replaceable_folder(out, kind)
+    with _writable(out):
+        _replaceable_folder(out, kind)
     run = new_run_id()
     uri = storage.is_uri(out)
     parent, name = os.path.split(out)
@@ -423,7 +425,8 @@ def dataset_output(out: str, inputs: Iterable[str | None]) -> Iterator[DatasetRu
     """Claims OUT for a generated data set (checks, lock: call it before starting Ray) and yields
     the run. A run that ends without its commit deletes its own prefix and leaves OUT as it was."""
     out = check_location(out, inputs)
-    _check_dataset(out)
+    with _writable(out):
+        _check_dataset(out)
     run = new_run_id()
     lock = _lock(storage.join(out, LOCK), out, run)
     created = not storage.is_uri(out) and not os.path.exists(out)
