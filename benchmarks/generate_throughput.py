@@ -8,9 +8,9 @@ process, the driver's share of the job's CPU, 1 actor against 2, and the raw pix
 In this one run:
 - the job: `run_generation` (read the styles, encode, decode all 36 characters, PNG-encode, the
   workers write parquet, the driver commits) with 1 and then 2 model actors of one thread each
-  (`--workers`), timed after Ray has started; its rate, and its CPU time from /proc: the driver
-  process's own, against the whole job's (the driver, Ray's gcs and raylet, and the workers, alive
-  or reaped). Target: the driver <= 5% of the job.
+  (`--workers`), timed after Ray has started; its rate, and its CPU time sampled from /proc: the
+  driver process's own, against the whole job's (the driver, Ray's gcs and raylet, the workers and
+  actors). Target: the driver <= 5% of the job.
 - the plain loop: the model's decode over in-memory latents and one-hot labels, the same batch
   (styles_per_batch x 36 images), then the same PNG encoder, in this process with one model thread
   (one actor's). Its rate is the best of 3 passes over up to 200,000 images. Target: job (1 actor)
@@ -25,6 +25,7 @@ import io
 import json
 import os
 import tempfile
+import threading
 import time
 from typing import Optional
 
@@ -43,37 +44,64 @@ from handvae.model import VAE
 from handvae.runtime import init_ray
 
 
-def cpu_seconds() -> tuple[float, float]:
-    """(this process's CPU seconds, this process's and all its descendants' CPU seconds, reaped
-    ones included through their parents' cutime/cstime), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    processes = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    stat = f.read()
-            except OSError:
-                continue  # ended meanwhile
-            fields = stat[stat.rindex(")") + 2 :].split()
-            processes[int(entry)] = (int(fields[1]), sum(map(int, fields[11:13])) / tick, sum(map(int, fields[11:15])) / tick)
-    tree, grown = {os.getpid()}, True
-    while grown:
-        more = {pid for pid, (parent, _, _) in processes.items() if parent in tree} - tree
-        tree |= more
-        grown = bool(more)
-    return processes[os.getpid()][1], sum(processes[pid][2] for pid in tree if pid != os.getpid()) + processes[os.getpid()][1]
+class CpuMeter:
+    """CPU seconds of this process and of every process under it (Ray's gcs and raylet, the workers
+    and actors), sampled from /proc every 0.2 s by a thread: a worker that ends between two samples
+    loses at most its last 0.2 s. The thread's own CPU is not counted as the driver's."""
+
+    def __init__(self):
+        self.last: dict[int, float] = {}
+        self.own = 0.0
+        self.stop = threading.Event()
+
+    def sample(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        processes = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        stat = f.read()
+                except OSError:
+                    continue  # ended meanwhile
+                fields = stat[stat.rindex(")") + 2 :].split()
+                processes[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+        tree, grown = {os.getpid()}, True
+        while grown:
+            more = {pid for pid, (parent, _) in processes.items() if parent in tree} - tree
+            tree |= more
+            grown = bool(more)
+        for pid in tree:
+            self.last[pid] = processes[pid][1]
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            self.sample()
+        self.own = time.thread_time()
+
+    def __enter__(self):
+        self.sample()
+        self.before = dict(self.last)
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.sample()
+        me = os.getpid()
+        self.driver = self.last[me] - self.before[me] - self.own
+        self.total = sum(cpu - self.before.get(pid, 0.0) for pid, cpu in self.last.items()) - self.own
 
 
 def run_job(model_path: str, sources: DataSources, out: str, options: GenerateOptions) -> dict:
-    driver_before, all_before = cpu_seconds()
     started = time.perf_counter()
-    manifest = run_generation(model_path, sources, out, options)
+    with CpuMeter() as cpu:
+        manifest = run_generation(model_path, sources, out, options)
     seconds = time.perf_counter() - started
-    driver_after, all_after = cpu_seconds()
-    driver, total = driver_after - driver_before, all_after - all_before
     return {"rows": manifest["rows"], "styles": manifest["styles"], "seconds": seconds, "per_second": manifest["rows"] / seconds,
-            "driver_cpu_s": driver, "job_cpu_s": total, "driver_share": driver / total, "first_file": os.path.join(out, manifest["files"][0])}
+            "driver_cpu_s": cpu.driver, "job_cpu_s": cpu.total, "driver_share": cpu.driver / cpu.total, "first_file": os.path.join(out, manifest["files"][0])}
 
 
 def plain_per_second(model: VAE, images: int, batch: int, repeats: int = 3) -> float:
