@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.fs as pafs
 import pytest
 import torch
+from conftest import make_mnist_root
 from typer.testing import CliRunner
 
 from handvae import storage
@@ -95,16 +95,20 @@ def test_a_second_run_is_refused_while_one_writes_and_a_killed_run_is_never_read
     out = str(tmp_path / "gen")
     first = run_generation(model_path, DataSources(), out, QUICK_OPTIONS)  # a complete output to replace
     writing = start_generate(model_path, out, *LONG)
-    run = wait_for(lambda: next(iter(set(runs_under(out)) - {first["run"]}), None), "the run held the lock", writing)
 
-    os.kill(writing.pid, signal.SIGSTOP)  # the first run holds the lock, mid-run
+    def written() -> dict[str, int]:
+        return {run: sum(name.endswith(".parquet") for name in files) for run, files in runs_under(out).items() if run != first["run"]}
+
+    run = wait_for(lambda: next((run for run, count in written().items() if count), None), "the run wrote a file", writing)
+    os.kill(writing.pid, signal.SIGSTOP)  # mid-run (after Ray's start, which a stopped driver would miss)
     try:
         second = CliRunner().invoke(app, ["generate", "--model", model_path, "--out", out, *QUICK])
+        files_then = written()[run]
     finally:
         os.kill(writing.pid, signal.SIGCONT)
     assert second.exit_code == 2 and f"error: {out}: another handvae run is writing this output (run {run}, process {writing.pid}" in second.output
     # The refused run deleted nothing: the first one goes on writing its files.
-    wait_for(lambda: any(name.endswith(".parquet") for name in runs_under(out).get(run, [])), "the first run wrote a file", writing)
+    wait_for(lambda: written()[run] > files_then, "the first run wrote another file", writing)
     kill(writing)
 
     # Killed midway: readers still see the earlier output, whole; the killed run's files are named by nothing.
@@ -136,11 +140,12 @@ def test_on_s3_a_killed_run_then_a_rerun_leave_one_complete_output(model_path, q
     assert [i["bytes"] for i in s3_rows["image"]] == [i["bytes"] for i in local_rows["image"]]
 
 
-def test_evaluation_reports_go_to_s3_and_replace_only_their_own(model_path, s3_bucket):
+def test_evaluation_reports_go_to_s3_and_replace_only_their_own(model_path, s3_bucket, tmp_path):
     out = f"{s3_bucket}/reports/one"
+    make_mnist_root(tmp_path / "mnist", train=2, test=12)
     runner = CliRunner()
     for _ in range(2):  # written, then replaced
-        result = runner.invoke(app, ["evaluate", "--model", model_path, "--out", out, "--num-workers", "1"])
+        result = runner.invoke(app, ["evaluate", "--model", model_path, "--out", out, "--num-workers", "1", "--mnist-dir", str(tmp_path / "mnist")])
         assert result.exit_code == 0, result.output
         assert f"report: {out}/report.md" in result.output
     files, _ = storage.list_tree(out)
