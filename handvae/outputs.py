@@ -53,7 +53,6 @@ SUCCESS = "_SUCCESS"
 LOCK = ".handvae.lock"
 RUN_MARKER = "_handvae_run.json"  # in every run prefix and staging folder: proves a leftover is ours
 DATA_DIR = "data"
-KINDS = ("prepared", "generated", "report")
 LEASE_SETTLE_S = 1.0  # between writing the lease and reading it back: a rival's write lands first
 LEASE_RENEW_S = 30.0
 LEASE_EXPIRES_S = 300.0
