@@ -6,12 +6,12 @@
 """
 
 import functools
-import os
 import sys
 from typing import Annotated, Optional
 
 import typer
 
+from handvae import storage
 from handvae.config import DEFAULT_PRESET
 from handvae.errors import DataError, user_error
 from handvae.labels import CHARSET
@@ -94,7 +94,7 @@ def data(
 @app.command()
 @reports_user_errors
 def prepare(
-    out: Annotated[str, typer.Option("--out", help="Folder to write; complete with a _SUCCESS marker, or absent.")],
+    out: Annotated[str, typer.Option("--out", help="Folder to write (new, empty, or an earlier `prepare` output with --overwrite); complete or as it was.")],
     letters_csv: LettersCsv = None,
     mnist_dir: MnistDir = None,
     download: Download = False,
@@ -103,11 +103,9 @@ def prepare(
 ):
     """Convert the raw sources once to parquet shards (one folder per split) that later runs read faster."""
     from handvae.data.datasets import prepare as prepare_parquet
-    from handvae.runtime import init_ray
 
     if not (letters_csv or mnist_dir):
         raise DataError("prepare needs --letters-csv and/or --mnist-dir")
-    init_ray()
     manifest = prepare_parquet(_sources(letters_csv, mnist_dir, download, None, split_seed), out, overwrite=overwrite)
     typer.echo(f"wrote {manifest['rows']} rows to {out}")
 
@@ -167,7 +165,7 @@ def train(
 @reports_user_errors
 def evaluate(
     model: Annotated[str, typer.Option("--model", help="A model file written by `handvae train`.")],
-    out: Annotated[str, typer.Option("--out", help="Report folder: metrics.json, PNG plots, report.md.")],
+    out: Annotated[str, typer.Option("--out", help="Report folder or URI (s3://...): metrics.json, PNG plots, report.md; new, empty, or an earlier report.")],
     letters_csv: LettersCsv = None,
     mnist_dir: MnistDir = None,
     download: Download = False,
@@ -198,7 +196,7 @@ def evaluate(
             f"generated characters: judge accuracy {g['generated_accuracy_mean']:.2%} (real {g['real_accuracy_mean']:.2%}), "
             f"legibility {g['legibility']:.3f}x, variety {g['variety_mean']:.3f}x"
         )
-    typer.echo(f"report: {os.path.join(os.path.abspath(out), 'report.md')}")
+    typer.echo(f"report: {storage.join(storage.absolute(out), 'report.md')}")
 
 
 @app.command("train-judge")
@@ -237,7 +235,7 @@ def train_judge_command(
 @reports_user_errors
 def generate(
     model: Annotated[str, typer.Option("--model", help="A model file written by `handvae train`.")],
-    out: Annotated[str, typer.Option("--out", help="Output folder: part-*.parquet, sheet.png, manifest.json, _SUCCESS.")],
+    out: Annotated[str, typer.Option("--out", help="Data set folder or URI (s3://...): README.md card, data/<run>/*.parquet, sheet.png, manifest.json, _SUCCESS; new, empty, or an earlier generated data set.")],
     letters_csv: LettersCsv = None,
     mnist_dir: MnistDir = None,
     download: Download = False,
@@ -256,6 +254,7 @@ def generate(
     class_shift: Annotated[Optional[bool], typer.Option("--class-shift/--no-class-shift", show_default=False, help="Move styles between classes' mean latents (default: the model's recipe).")] = None,
     num_workers: Annotated[Optional[int], typer.Option("--num-workers", help="Model actors (default: one per CPU but one).")] = None,
     use_gpu: Annotated[bool, typer.Option("--use-gpu", help="One GPU per model actor.")] = False,
+    rows_per_file: Annotated[int, typer.Option("--rows-per-file", help="Rows per parquet file (whole model calls of 64 styles).")] = 100_000,
 ):
     """Draw characters in the styles of handwriting samples, as a parquet data set."""
     from handvae.generate import GenerateOptions, run_generation
@@ -268,10 +267,10 @@ def generate(
     options = GenerateOptions(
         chars=chars, text=text, split=split, style_images=tuple(style_images or ()), num_styles=num_styles,
         samples_per_style=samples_per_style, randomness=randomness, average=average, seed=seed, sharpness=sharpness, class_shift=class_shift,
-        num_workers=num_workers, use_gpu=use_gpu,
+        num_workers=num_workers, use_gpu=use_gpu, rows_per_file=rows_per_file,
     )
     manifest = run_generation(model, sources, out, options)
-    typer.echo(f"wrote {manifest['rows']:,} images in {manifest['styles']:,} styles to {os.path.abspath(out)} (contact sheet: sheet.png)")
+    typer.echo(f"wrote {manifest['rows']:,} images in {manifest['styles']:,} styles to {storage.absolute(out)} (files: {manifest['data_dir']}/, contact sheet: sheet.png)")
 
 
 def main() -> None:  # pragma: no cover - for `python -m handvae.cli`

@@ -7,7 +7,7 @@ Ray Data runs the model over every row of the split on an actor pool (one model 
 batch inference: no row is dropped or repeated, whatever the number of actors). Each image's
 posterior sample is drawn from a seed of its own (source, row), so the figures do not depend on
 how rows were batched. The driver adds up the batches (handvae.metrics) and writes the report
-folder, whole or not at all:
+folder (local, or any URI pyarrow writes), whole, through the output policy (handvae.outputs):
 
     OUT/metrics.json            every figure, with the model, data and split they came from
     OUT/pixel_accuracy.png      per-pixel reconstruction accuracy, with a colour bar
@@ -16,6 +16,7 @@ folder, whole or not at all:
     OUT/reconstructions.png     one test image per character over its reconstruction
     OUT/alphabets.png           the seed's last cell: full alphabets in a few test styles
     OUT/report.md               the headline figures, embedding the PNGs
+    OUT/manifest.json, _SUCCESS handvae's record of the files it wrote (what lets a re-run replace them)
 """
 
 import json
@@ -26,8 +27,8 @@ import numpy as np
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
-from handvae import plots, storage
-from handvae.data.datasets import DataSources, order_keys, read_split
+from handvae import outputs, plots
+from handvae.data.datasets import DataSources, order_keys, read_split, source_locations
 from handvae.errors import DataError
 from handvae.data.records import IMAGE_SIDE, mix64
 from handvae.engine import predict, seeded_normal
@@ -74,8 +75,8 @@ class EvalOptions:
 class _Evaluator(ModelActor):
     """Maps batches of records to per-image results."""
 
-    def __init__(self, weights: dict, use_gpu: bool, seed: int):
-        super().__init__(weights, use_gpu)
+    def __init__(self, model_path: str, use_gpu: bool, seed: int):
+        super().__init__(model_path, use_gpu)
         self.seed = seed
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -101,7 +102,16 @@ def run_evaluation(model_path: str, sources: DataSources, out_dir: str, options:
     """Evaluate, write the report folder, and return metrics.json's content."""
     model, metadata = load_checked_model(model_path)  # a bad model file fails here, before any actor
     drawing = Drawing.from_metadata(metadata)  # the alphabets as the model's recipe draws them
-    out_dir = _check_out_dir(out_dir)
+    inputs = (model_path, options.judge, *source_locations(sources))
+    with outputs.folder_output(out_dir, "report", inputs) as staged:  # checked, writable and locked before Ray starts
+        report, examples = _evaluate(model, metadata, drawing, model_path, sources, options)
+        _write_report(staged.path, report, model, examples, options.seed, drawing)
+        staged.manifest.update({"model": report["model"], "split": options.split})
+    return report
+
+
+def _evaluate(model, metadata, drawing, model_path, sources, options) -> tuple[dict, dict[int, np.ndarray]]:
+    """metrics.json's content, and one example image per class."""
     workers = start_ray_for_actors(options.num_workers, options.use_gpu)
     records = read_split(sources, options.split)
     results = map_with_model(records, _Evaluator, model_path, (options.seed,), workers, options.use_gpu, options.batch_size)
@@ -139,8 +149,7 @@ def run_evaluation(model_path: str, sources: DataSources, out_dir: str, options:
             "judge_metadata": judge_metadata,
             **assess_generation(model, judge, {c: torch.from_numpy(v) for c, v in examples.items()}, real_accuracy, options.styles_per_class, options.seed, drawing),
         }
-    _write_report(out_dir, report, model, {c: v[0] for c, v in examples.items()}, options.seed, drawing)
-    return report
+    return report, {c: v[0] for c, v in examples.items()}
 
 
 class ClassSample:
@@ -165,43 +174,33 @@ class ClassSample:
         return {c: images for c, (_, images) in sorted(self.kept.items())}
 
 
-def _write_report(out_dir: str, report: dict, model, examples: dict[int, np.ndarray], seed: int, drawing: Drawing) -> None:
-    with storage.staged_folder(out_dir) as staging:
-        with open(os.path.join(staging, "metrics.json"), "w") as f:
-            json.dump(report, f, indent=2)
-        plots.pixel_accuracy_map(np.array(report["per_pixel_recon_accuracy"]), os.path.join(staging, "pixel_accuracy.png"))
-        plots.per_class_accuracy(report["per_class_accuracy"], report["per_class_images"], os.path.join(staging, "per_class_accuracy.png"))
-        plots.confusion_matrix(np.array(report["confusion_matrix"]), os.path.join(staging, "confusion_matrix.png"))
+def _write_report(staging: str, report: dict, model, examples: dict[int, np.ndarray], seed: int, drawing: Drawing) -> None:
+    """The report's files, into the (local) staging folder of the output."""
+    with open(os.path.join(staging, "metrics.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    plots.pixel_accuracy_map(np.array(report["per_pixel_recon_accuracy"]), os.path.join(staging, "pixel_accuracy.png"))
+    plots.per_class_accuracy(report["per_class_accuracy"], report["per_class_images"], os.path.join(staging, "per_class_accuracy.png"))
+    plots.confusion_matrix(np.array(report["confusion_matrix"]), os.path.join(staging, "confusion_matrix.png"))
 
-        labels = np.array(sorted(examples))
-        originals = torch.from_numpy(np.stack([examples[c] for c in labels]))
-        torch.manual_seed(seed)
-        recons, predicted = reconstruct(model, originals)
-        plots.reconstructions(originals.numpy(), recons.numpy(), labels, predicted.numpy(), os.path.join(staging, "reconstructions.png"))
+    labels = np.array(sorted(examples))
+    originals = torch.from_numpy(np.stack([examples[c] for c in labels]))
+    torch.manual_seed(seed)
+    recons, predicted = reconstruct(model, originals)
+    plots.reconstructions(originals.numpy(), recons.numpy(), labels, predicted.numpy(), os.path.join(staging, "reconstructions.png"))
 
-        # A few styles spread over the classes present, each drawn once from its posterior.
-        picks = labels[np.linspace(0, len(labels) - 1, min(ALPHABET_STYLES, len(labels))).round().astype(int)]
-        sheet = draw_in_styles(model, originals[np.searchsorted(labels, picks)], [(seed, int(c)) for c in picks], torch.arange(NUM_CLASSES), drawing)
-        plots.character_sheet(
-            sheet[:, 0].numpy(), list(CHARSET),
-            [f"style of a test {CHARSET[c]}" for c in picks], os.path.join(staging, "alphabets.png"),
-            "Generated alphabets: each row decodes every character in the style of one test image",
-        )
-        if "generation" in report:
-            generation = report["generation"]
-            plots.generation_quality(generation["real_accuracy"], generation["generated_accuracy"], generation["variety"], os.path.join(staging, GENERATION_PLOT))
-        with open(os.path.join(staging, "report.md"), "w") as f:
-            f.write(_markdown(report))
-
-
-def _check_out_dir(out_dir: str) -> str:
-    """A report folder replaces an earlier report, never a folder that holds anything else."""
-    if "://" in out_dir:
-        raise DataError(f"{out_dir}: reports are written to a local folder")
-    out_dir = os.path.abspath(out_dir)
-    if os.path.isfile(out_dir) or (os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.isfile(os.path.join(out_dir, "metrics.json"))):
-        raise DataError(f"{out_dir}: exists and is not an earlier report folder; choose another --out")
-    return out_dir
+    # A few styles spread over the classes present, each drawn once from its posterior.
+    picks = labels[np.linspace(0, len(labels) - 1, min(ALPHABET_STYLES, len(labels))).round().astype(int)]
+    sheet = draw_in_styles(model, originals[np.searchsorted(labels, picks)], [(seed, int(c)) for c in picks], torch.arange(NUM_CLASSES), drawing)
+    plots.character_sheet(
+        sheet[:, 0].numpy(), list(CHARSET),
+        [f"style of a test {CHARSET[c]}" for c in picks], os.path.join(staging, "alphabets.png"),
+        "Generated alphabets: each row decodes every character in the style of one test image",
+    )
+    if "generation" in report:
+        generation = report["generation"]
+        plots.generation_quality(generation["real_accuracy"], generation["generated_accuracy"], generation["variety"], os.path.join(staging, GENERATION_PLOT))
+    with open(os.path.join(staging, "report.md"), "w") as f:
+        f.write(_markdown(report))
 
 
 def _describe(sources: DataSources) -> str:

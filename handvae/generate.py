@@ -1,4 +1,5 @@
-"""Batch generation job: encode style samples with Ray Data and write generated characters to parquet.
+"""Batch generation job: draw characters in the styles of handwriting samples, as a data set that
+the workers write to a folder or any URI pyarrow writes (s3://, gs://, ...).
 
     handvae generate --model runs/NAME/model.pt --mnist-dir ../shared/data/mnist \
         --letters-csv "../shared/data/az_letters/A_Z Handwritten Data.csv" --split test \
@@ -7,34 +8,40 @@
 Styles come from a split of the readers' data (any data flags) or from image files of a person's
 own handwriting (--style-images). A pool of model actors (one model build per actor, CPU or GPU)
 encodes each style sample and decodes, in that style, every character asked for: the full set
-0-9 A-Z by default (the seed's last cell), a subset (--chars), or a line of text (--text).
+0-9 A-Z by default (the seed's last cell), a subset (--chars), or a line of text (--text). Ray
+Data tasks PNG-encode them and write the parquet files; the driver plans, prints progress, reads
+the first styles back for the contact sheet, and commits (handvae.outputs.dataset_output).
 
-Output, one row per generated character (or per line with --text), in OUT/part-*.parquet:
+OUT is laid out as a Hugging Face Hub parquet data set:
+    OUT/README.md                       data set card: YAML data_files and features, provenance, credits
+    OUT/data/<run>/train-00000.parquet  the rows (one file per write task; <run> is unique per run)
+    OUT/sheet.png                       styles x characters, for a person to look at
+    OUT/manifest.json                   format handvae.generated, files, rows, model, options, seed
+    OUT/_SUCCESS                        OUT is complete iff it exists
+One row per generated character (or per line with --text):
     style_id   int64   the style sample's key, from its (source, row); stable across runs
     source     string  the file the style sample came from
     row        int64   where in that file (1-based CSV line, 0-based IDX record, 0 for an image file)
     sample     int16   which draw from the style's posterior (0..samples_per_style-1)
     char       string  the character (--text: the whole line)
-    label      int16   its class 0-35 (--text: -1)
-    pixels     binary  the image, row-major uint8, white ink on black: 28x28 (--text: 28 x 28*len)
-    png        binary  the same image as PNG bytes
+    label      int16   its class 0-35 (--text: -1); a ClassLabel 0-9, A-Z for `datasets`
+    pixels     fixed_size_binary  the image, row-major uint8, white ink on black: 28x28 (--text: 28 x 28*len)
+    image      struct<bytes, path>  the same image as PNG: Hugging Face's Image feature
 Both image columns, because they serve two readers: `pixels` is numpy's (np.frombuffer(...)
-.reshape(28, -1)) and reads back fast; `png` is what image tools and data set hubs take as is.
+.reshape(28, -1)), decoded ~50x faster than the PNGs (benchmarks/generate_throughput.py); `image`
+is what image tools and data set hubs take as is.
 
-OUT also holds sheet.png (styles x characters, for a person to look at), _manifest.json (model,
-inputs, options, row count) and _SUCCESS, written last. Read it back with
-`ray.data.read_parquet(OUT)`, `pyarrow.dataset.dataset(OUT, format="parquet",
-exclude_invalid_files=True)`, or pandas file by file (`pd.read_parquet(OUT)` alone would try to
-read sheet.png as parquet). The run writes to OUT.tmp-*, and renames
-it to OUT when complete: a re-run replaces OUT whole, and a killed run leaves only a temporary
-folder that the next run removes. The same model, inputs and seed give identical files.
+The card's data_files and the manifest's files name this run's files only, and each is replaced in
+one atomic write: a reader who follows either sees the earlier output or the new one, whole, and
+never what a killed run left. The same model, inputs and seed give identical parquet files.
 """
 
 import contextlib
 import json
 import os
-import shutil
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -43,23 +50,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray.data
 import torch
+import yaml
 from ray.data.block import BlockAccessor
+from ray.data.datasource import Datasink
 
-from handvae import plots, storage
-from handvae.data.datasets import DataSources, order_keys, read_split
-from handvae.errors import DataError
+from handvae import outputs, plots, storage
+from handvae.config import Drawing
+from handvae.data.datasets import DataSources, order_keys, read_split, source_locations
 from handvae.data.images import encode_pngs, load_style_images
 from handvae.data.records import IMAGE_SIDE, mix64
-from handvae.config import Drawing
+from handvae.errors import DataError
 from handvae.inference import ModelActor, load_checked_model, map_with_model, start_ray_for_actors
 from handvae.labels import CHARSET
 from handvae.styles import draw_in_styles
 
-SUCCESS_MARKER = "_SUCCESS"
-MANIFEST = "_manifest.json"  # "_": parquet readers skip it
+CARD = "README.md"
 SHEET = "sheet.png"
 SHEET_STYLES = 12  # rows of the contact sheet
-_ROWS_PER_FILE = 100_000
+_ROWS_PER_GROUP = 10_000
+_PROGRESS_EVERY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,8 @@ class GenerateOptions:
     """One GPU per model actor."""
     styles_per_batch: int = 64
     """Style samples per model call."""
+    rows_per_file: int = 100_000
+    """Rows per parquet file (rounded down to whole model calls, at least one): each is one write task's share."""
     labels: tuple[int, ...] = field(init=False)
 
     def __post_init__(self):
@@ -106,7 +117,7 @@ class GenerateOptions:
                 raise DataError(f"{what}: {char!r} at position {position + 1} is not supported; the model draws 0-9 and A-Z{hint}")
         if self.text is not None and not self.text.strip():
             raise DataError("--text holds only spaces")
-        for name, low in (("samples_per_style", 1), ("average", 1), ("styles_per_batch", 1), ("seed", 0)):
+        for name, low in (("samples_per_style", 1), ("average", 1), ("styles_per_batch", 1), ("rows_per_file", 1), ("seed", 0)):
             if getattr(self, name) < low:
                 raise DataError(f"{name} must be >= {low}, got {getattr(self, name)}")
         if self.num_styles is not None and self.num_styles < 1:
@@ -131,8 +142,8 @@ class GenerateOptions:
 class _Drawer(ModelActor):
     """Maps a batch of style samples to the characters drawn in their styles."""
 
-    def __init__(self, weights: dict, use_gpu: bool, options: GenerateOptions, drawing: Drawing):
-        super().__init__(weights, use_gpu)
+    def __init__(self, model_path: str, use_gpu: bool, options: GenerateOptions, drawing: Drawing):
+        super().__init__(model_path, use_gpu)
         self.options, self.drawing = options, drawing
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
@@ -175,13 +186,71 @@ def _line(cells: np.ndarray, text: str) -> np.ndarray:
     return line
 
 
-def _with_png(table: pa.Table) -> pa.Table:
-    """Adds the PNG column. A stage of its own (Ray Data tasks), so that PNG encoding runs beside
-    the model actors instead of between their model calls."""
+def _with_image(table: pa.Table) -> pa.Table:
+    """Adds the `image` column (PNG bytes in Hugging Face's Image struct). A stage of its own (Ray
+    Data tasks), so that PNG encoding runs beside the model actors instead of between their calls."""
     pixels = table.column("pixels").combine_chunks()
     width = pixels.type.byte_width // IMAGE_SIDE
     images = np.frombuffer(pixels.buffers()[1], np.uint8, count=len(pixels) * pixels.type.byte_width, offset=pixels.offset * pixels.type.byte_width)
-    return table.append_column("png", pa.array(encode_pngs(images.reshape(-1, IMAGE_SIDE, width)), pa.binary()))
+    pngs = pa.array(encode_pngs(images.reshape(-1, IMAGE_SIDE, width)), pa.binary())
+    return table.append_column("image", pa.StructArray.from_arrays([pngs, pa.nulls(len(pngs), pa.string())], names=["bytes", "path"]))
+
+
+# Each column's Hugging Face feature: a Value's dtype, or "class_label" / "image".
+_FEATURES = {"style_id": "int64", "source": "string", "row": "int64", "sample": "int16", "char": "string", "label": "class_label", "pixels": "binary", "image": "image"}
+
+
+def _schema_features() -> dict:
+    """The features as `datasets` stores them in a parquet schema's metadata (Features.to_dict)."""
+    def feature(kind: str) -> dict:
+        if kind == "class_label":
+            return {"names": list(CHARSET), "_type": "ClassLabel"}
+        return {"_type": "Image"} if kind == "image" else {"dtype": kind, "_type": "Value"}
+
+    return {name: feature(kind) for name, kind in _FEATURES.items()}
+
+
+def _card_features() -> list[dict]:
+    """The features as a data set card's YAML declares them."""
+    def dtype(kind: str):
+        return {"class_label": {"names": {str(i): c for i, c in enumerate(CHARSET)}}} if kind == "class_label" else kind
+
+    return [{"name": name, "dtype": dtype(kind)} for name, kind in _FEATURES.items()]
+
+
+_SCHEMA_METADATA = {b"huggingface": json.dumps({"info": {"features": _schema_features()}}).encode()}
+
+
+class _ParquetFiles(Datasink):
+    """Each write task writes the rows it is given as one parquet file in the run's prefix, named by
+    the task's index. With preserve_order the write tasks take the rows in order, so the same
+    inputs give the same files, name for name and byte for byte, whatever the number of actors.
+    (Ray's own write_parquet writes through pyarrow's write_dataset with threads, which may reorder
+    rows within a file, and names files by a write UUID.)"""
+
+    def __init__(self, prefix: str, rows_per_file: int):
+        self.prefix, self.rows_per_file = prefix, rows_per_file
+        self.written: list[tuple[str, int, int]] = []  # (file name, rows, bytes), in order
+
+    @property
+    def min_rows_per_write(self) -> int:
+        return self.rows_per_file
+
+    def write(self, blocks, ctx) -> tuple[str, int, int] | None:
+        tables = [BlockAccessor.for_block(block).to_arrow() for block in blocks]
+        tables = [table for table in tables if table.num_rows]
+        if not tables:
+            return None
+        table = pa.concat_tables(tables).replace_schema_metadata(_SCHEMA_METADATA)
+        name = f"train-{ctx.task_idx:05d}.parquet"
+        buffer = pa.BufferOutputStream()
+        pq.write_table(table, buffer, row_group_size=_ROWS_PER_GROUP, compression="zstd")
+        data = buffer.getvalue()
+        storage.write_bytes(storage.join(self.prefix, name), data)
+        return name, table.num_rows, data.size
+
+    def on_write_complete(self, write_result) -> None:
+        self.written = sorted(r for r in write_result.write_returns if r is not None)
 
 
 def style_samples(sources: DataSources, options: GenerateOptions) -> ray.data.Dataset:
@@ -211,18 +280,19 @@ def _with_rank(batch: dict, seed: int) -> dict:
     return {**batch, "rank": mix64(batch["style_id"], seed).view(np.int64)}
 
 
-def run_generation(model_path: str, sources: DataSources, out_dir: str, options: GenerateOptions = GenerateOptions()) -> dict:
-    """Generate and write OUT whole; returns the manifest."""
+def run_generation(model_path: str, sources: DataSources, out: str, options: GenerateOptions = GenerateOptions()) -> dict:
+    """Generate the data set into OUT (a folder or URI) and commit it; returns the manifest."""
     model, metadata = load_checked_model(model_path)
     given = {k: v for k, v in (("sharpness", options.sharpness), ("class_shift", options.class_shift)) if v is not None}
     try:
         drawing = replace(Drawing.from_metadata(metadata), **given)  # the model's recipe, unless told otherwise
     except ValueError as exc:
         raise DataError(str(exc)) from None
-    out_dir = _claim_out_dir(out_dir)
-    workers = start_ray_for_actors(options.num_workers, options.use_gpu)
-    with _preserve_order():  # identical files for identical inputs
-        return _generate(model, metadata, drawing, model_path, sources, out_dir, options, workers)
+    inputs = (model_path, *options.style_images, *source_locations(sources))
+    with outputs.dataset_output(out, inputs) as dataset:  # checked, writable and locked before Ray starts
+        workers = start_ray_for_actors(options.num_workers, options.use_gpu)
+        with _preserve_order():  # identical files for identical inputs
+            return _generate(model, metadata, drawing, model_path, sources, dataset, options, workers)
 
 
 @contextlib.contextmanager
@@ -235,58 +305,89 @@ def _preserve_order():
         options.preserve_order = before
 
 
-def _generate(model, metadata, drawing, model_path, sources, out_dir, options, workers) -> dict:
+def _generate(model, metadata, drawing, model_path, sources, dataset: outputs.DatasetRun, options, workers) -> dict:
     styles = style_samples(sources, options).materialize()
     total_styles = styles.count()
     if total_styles == 0:
         raise DataError(f"no style samples: split {options.split!r} of the given data holds no images")
     drawn = map_with_model(styles, _Drawer, model_path, (options, drawing), workers, options.use_gpu, options.styles_per_batch)
-    generated = drawn.map_batches(_with_png, batch_format="pyarrow", batch_size=None)
+    generated = drawn.map_batches(_with_image, batch_format="pyarrow", batch_size=None)
 
     total = total_styles * options.per_style
-    with storage.staged_folder(out_dir, marker=SUCCESS_MARKER) as staging:
-        sheet = _write_parts(generated, staging, total, options.images_per_draw)
-        _draw_sheet(sheet, options, os.path.join(staging, SHEET))
-        manifest = {
-            "model": os.path.abspath(model_path),
-            "model_metadata": {k: metadata.get(k) for k in ("run_name", "epoch") if k in metadata},
-            "data": sources.describe() if not options.style_images else {"style_images": list(options.style_images)},
-            "options": {k: v for k, v in asdict(options).items() if k not in ("labels", "num_workers", "use_gpu", "styles_per_batch")},
-            "drawing": drawing.to_dict(),
-            "styles": total_styles,
-            "rows": total,
-        }
-        with open(os.path.join(staging, MANIFEST), "w") as f:
-            json.dump(manifest, f, indent=2)
-    return manifest
+    per_block = options.styles_per_batch * options.per_style  # rows of one model call
+    sink = _ParquetFiles(dataset.prefix, per_block * max(1, options.rows_per_file // per_block))
+    _write_with_progress(generated, sink, total)
+    files, file_rows, file_bytes = zip(*sink.written)
+    if sum(file_rows) != total:
+        raise RuntimeError(f"wrote {sum(file_rows)} rows, expected {total}")
+    manifest = {
+        "rows": total,
+        "styles": total_styles,
+        "file_rows": list(file_rows),
+        "columns": list(_FEATURES),
+        "model": storage.absolute(model_path),
+        "model_metadata": {k: metadata[k] for k in ("run_name", "epoch", "train_config", "data") if k in metadata},
+        "data": sources.describe() if not options.style_images else {"style_images": list(options.style_images)},
+        "options": {k: v for k, v in asdict(options).items() if k not in ("labels", "num_workers", "use_gpu", "styles_per_batch", "rows_per_file")},
+        "drawing": drawing.to_dict(),
+        "seed": options.seed,
+        "sheet": SHEET,
+    }
+    sheet = _sheet_png(_read_sheet([storage.join(dataset.prefix, name) for name in files], options.images_per_draw), options)
+    card = _card(manifest, dataset.data_dir, sum(file_bytes))
+    return dataset.commit(list(files), manifest, {SHEET: sheet, CARD: card.encode()})
 
 
-def _write_parts(generated: ray.data.Dataset, staging: str, total: int, cells_per_style: int) -> list[list[np.ndarray]]:
-    """Streams the generated rows into parquet files of up to _ROWS_PER_FILE rows, printing progress;
-    returns sample 0 of the first SHEET_STYLES styles for the contact sheet."""
-    writer, part, in_part, done = None, 0, 0, 0
-    started = last_print = time.perf_counter()
+def _write_with_progress(generated: ray.data.Dataset, sink: _ParquetFiles, total: int) -> None:
+    """Runs the write (the workers write the files) and prints progress from the files written so
+    far, until it ends."""
+    failure: list[BaseException] = []
+
+    def write():
+        try:
+            generated.write_datasink(sink)
+        except BaseException as exc:  # raised again in the driver's thread below
+            failure.append(exc)
+
+    started = time.perf_counter()
+    writer = threading.Thread(target=write, name="handvae-write", daemon=True)
+    writer.start()
+    while True:
+        writer.join(_PROGRESS_EVERY_S)
+        if not writer.is_alive():
+            break
+        files, _ = storage.list_tree(sink.prefix)
+        done = min(total, sum(name.endswith(".parquet") for name in files) * sink.rows_per_file)
+        _print_progress(done, total, time.perf_counter() - started)
+    if failure:
+        raise failure[0]
+    _print_progress(total, total, time.perf_counter() - started)
+
+
+def _print_progress(done: int, total: int, seconds: float) -> None:
+    rate = done / seconds
+    if done == 0:
+        speed = ""  # starting: Ray's workers, reading the styles, the model actors
+    elif done < total:
+        speed = f", {rate:,.0f}/s, {_duration((total - done) / rate)} left"
+    else:
+        speed = f", {rate:,.0f}/s, in {_duration(seconds)}"
+    print(f"generated {done:,}/{total:,} ({done / total:.0%}){speed}", file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+def _read_sheet(files: list[str], cells_per_style: int) -> list[list[np.ndarray]]:
+    """Sample 0 of the first SHEET_STYLES styles, read back from the first files written."""
     sheet: dict[int, list[np.ndarray]] = {}
-    sheet_complete = False
-    for table in generated.iter_batches(batch_format="pyarrow", batch_size=None):
-        if writer is None or in_part >= _ROWS_PER_FILE:
-            if writer:
-                writer.close()
-            writer = pq.ParquetWriter(os.path.join(staging, f"part-{part:05d}.parquet"), table.schema, compression="zstd")
-            part, in_part = part + 1, 0
-        writer.write_table(table)
-        in_part += table.num_rows
-        done += table.num_rows
-        if not sheet_complete:
-            sheet_complete = _keep_for_sheet(table, sheet, cells_per_style)
-        now = time.perf_counter()
-        if now - last_print >= 5 or done == total:
-            print(f"generated {done:,}/{total:,} ({done / total:.0%}), {done / (now - started):,.0f}/s", file=sys.stderr, flush=True)
-            last_print = now
-    if writer:
-        writer.close()
-    if done != total:
-        raise RuntimeError(f"generated {done} rows, expected {total}")
+    for path in files:
+        with storage.open_input_file(path) as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=4096, columns=["style_id", "sample", "pixels"]):
+                if _keep_for_sheet(pa.Table.from_batches([batch]), sheet, cells_per_style):
+                    return list(sheet.values())
     return list(sheet.values())
 
 
@@ -299,30 +400,105 @@ def _keep_for_sheet(table: pa.Table, sheet: dict, cells_per_style: int) -> bool:
     return len(sheet) == SHEET_STYLES and all(len(cells) == cells_per_style for cells in sheet.values())
 
 
-def _draw_sheet(rows: list[list[np.ndarray]], options: GenerateOptions, path: str) -> None:
+def _sheet_png(rows: list[list[np.ndarray]], options: GenerateOptions) -> bytes:
     if options.text is not None:
         symbols = options.text
         cells = np.stack([np.stack(np.split(line[0], len(symbols), axis=1)) for line in rows])
     else:
         symbols = options.chars
         cells = np.stack([np.stack(row) for row in rows])
-    plots.character_sheet(
-        cells, list(symbols), [f"style {i + 1}" for i in range(len(rows))], path,
-        f"{len(rows)} styles x {len(symbols)} characters (randomness {options.randomness}, seed {options.seed})",
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, SHEET)
+        plots.character_sheet(
+            cells, list(symbols), [f"style {i + 1}" for i in range(len(rows))], path,
+            f"{len(rows)} styles x {len(symbols)} characters (randomness {options.randomness}, seed {options.seed})",
+        )
+        with open(path, "rb") as f:
+            return f.read()
 
 
-def _claim_out_dir(out_dir: str) -> str:
-    """OUT may be absent, empty, or an earlier output (it is replaced); temporary folders of killed
-    runs beside it are removed."""
-    if "://" in out_dir:
-        raise DataError(f"{out_dir}: generated data sets are written to a local (or mounted shared) folder")
-    out_dir = os.path.abspath(out_dir)
-    if os.path.isfile(out_dir) or (os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.isfile(os.path.join(out_dir, SUCCESS_MARKER))):
-        raise DataError(f"{out_dir}: exists and is not an earlier generation output (no {SUCCESS_MARKER}); choose another --out")
-    parent, name = os.path.split(out_dir)
-    if os.path.isdir(parent):
-        for entry in os.listdir(parent):
-            if entry.startswith(f"{name}.tmp-"):
-                shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-    return out_dir
+_CREDITS = """\
+The model that drew these characters learnt handwriting from (handvae's data sources; see the model's
+training data above):
+- **MNIST** (the digits), by Yann LeCun, Corinna Cortes and Christopher J. C. Burges, licensed under
+  CC BY-SA 3.0 (https://creativecommons.org/licenses/by-sa/3.0/).
+- **A-Z Handwritten Alphabets** (the letters), the Kaggle data set by Sachin Patel
+  (https://www.kaggle.com/datasets/sachinpatel21/az-handwritten-alphabets-in-csv-format), derived
+  from NIST Special Database 19 (https://www.nist.gov/srd/nist-special-database-19); see its page
+  for its terms.
+
+The generated images derive from these data sets through the model: their terms apply."""
+
+
+def _card(manifest: dict, data_dir: str, num_bytes: int) -> str:
+    """The Hugging Face data set card: YAML declaring the files and typed features, then what made
+    the data and how to read it."""
+    header = {
+        "pretty_name": "handvae generated handwriting",
+        "license": "other",  # the source data's terms apply (below)
+        "tags": ["handwriting", "synthetic", "image-classification"],
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": f"{data_dir}/train-*.parquet"}]}],
+        "dataset_info": {
+            "features": _card_features(),
+            "splits": [{"name": "train", "num_bytes": num_bytes, "num_examples": manifest["rows"]}],
+        },
+    }
+    o, meta = manifest["options"], manifest["model_metadata"]
+    what = f"the line `{o['text']}`" if o["text"] is not None else f"the characters `{o['chars']}`"
+    styles_from = (f"{len(o['style_images'])} image files of a person's handwriting" if o["style_images"]
+                   else f"the {o['split']} split of {json.dumps(manifest['data'])}")
+    recipe = json.dumps(meta.get("train_config"), indent=2) if "train_config" in meta else '"not recorded in the model file"'
+    per_draw = 1 if o["text"] is not None else len(o["chars"])
+    return f"""---
+{yaml.safe_dump(header, sort_keys=False).strip()}
+---
+# Generated handwriting: {manifest['rows']:,} images in {manifest['styles']:,} styles
+
+Written by `handvae generate`: {what} drawn in the handwriting style of each of {manifest['styles']:,} style
+samples ({styles_from}), {o['samples_per_style']} draw(s) from each style's posterior, seed {manifest['seed']}.
+The same model, inputs and seed give the same files.
+
+![contact sheet: the first styles, one per row](sheet.png)
+
+## Columns
+
+| column | type | what |
+|---|---|---|
+| `image` | Image (PNG) | the generated character (or line), white ink on black, 28 px high |
+| `label` | ClassLabel `0`-`9`, `A`-`Z` | its class 0-35 (-1 for a line of text) |
+| `char` | string | the character (or the line) |
+| `pixels` | binary | the same image as raw uint8 bytes, row-major: `np.frombuffer(b, np.uint8).reshape(28, -1)` |
+| `style_id`, `source`, `row` | int64, string, int64 | the style sample: its key, file and row (CSV line / IDX record) |
+| `sample` | int16 | which draw from the style's posterior |
+
+## How it was made
+
+- Model: `{manifest['model']}` (run {meta.get('run_name', 'unknown')}, epoch {meta.get('epoch', 'unknown')}),
+  trained on {json.dumps(meta.get('data', 'data not recorded in the model file'))}.
+- Drawing: {json.dumps(manifest['drawing'])}; randomness {o['randomness']}, average {o['average']}.
+- Counts: {manifest['rows']:,} rows = {manifest['styles']:,} styles x {o['samples_per_style']} draw(s) x {per_draw} image(s),
+  in {len(manifest['file_rows'])} parquet file(s).
+- Recipe (the model's training config):
+
+```json
+{recipe}
+```
+
+## Reading it
+
+The files of this version are `{data_dir}/train-*.parquet` (also listed in `manifest.json`, with
+their row counts); `_SUCCESS` marks the folder complete. Nothing else under `data/` is part of it.
+
+```python
+datasets.load_dataset("OUT", split="train")             # this card: Image and ClassLabel columns
+pd.read_parquet("OUT/{data_dir}")
+pyarrow.dataset.dataset("OUT/{data_dir}")
+ray.data.read_parquet("OUT/{data_dir}")
+duckdb.sql("SELECT * FROM 'OUT/{data_dir}/*.parquet'")
+polars.read_parquet("OUT/{data_dir}/*.parquet")
+```
+
+## Source data and licences
+
+{_CREDITS}
+"""

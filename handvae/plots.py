@@ -81,21 +81,25 @@ def reconstructions(originals: np.ndarray, recons: np.ndarray, labels: np.ndarra
 
 
 def character_sheet(images: np.ndarray, chars: list[str], row_labels: list[str], path: str, title: str) -> None:
-    """A styles x characters grid of uint8 images (styles, chars, S, S): one row per style."""
-    rows, columns = images.shape[:2]
-    scale = 0.42
-    fig = Figure(figsize=(columns * scale + 1.2, rows * scale + 0.8))
-    axes = fig.subplots(rows, columns, squeeze=False, gridspec_kw={"wspace": 0.05, "hspace": 0.05})
+    """A styles x characters grid of uint8 images (styles, chars, S, S): one row per style. Drawn as
+    one mosaic image: one axes instead of one per cell (432 for generation's sheet: 4.3 s to 0.5 s)."""
+    rows, columns, height, width = images.shape
+    gap = 2
+    mosaic = np.full((rows * (height + gap) - gap, columns * (width + gap) - gap), 96, dtype=np.uint8)  # grey between cells
     for r in range(rows):
         for c in range(columns):
-            ax = axes[r, c]
-            ax.imshow(images[r, c], cmap="gray", vmin=0, vmax=255)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(chars[c] if chars[c] != " " else "␣", fontsize=8)
-        axes[r, 0].set_ylabel(row_labels[r], fontsize=6, rotation=0, ha="right", va="center")
-    fig.suptitle(title, fontsize=9, y=1 + 0.3 / fig.get_figheight())  # clear of the column titles
+            mosaic[r * (height + gap) : r * (height + gap) + height, c * (width + gap) : c * (width + gap) + width] = images[r, c]
+    scale = 0.42
+    fig = Figure(figsize=(columns * scale + 1.2, rows * scale + 0.8))
+    ax = fig.subplots()
+    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_xticks([c * (width + gap) + width / 2 for c in range(columns)], [ch if ch != " " else "␣" for ch in chars], fontsize=8)
+    ax.xaxis.tick_top()
+    ax.set_yticks([r * (height + gap) + height / 2 for r in range(rows)], row_labels, fontsize=6)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(title, fontsize=9, pad=20)  # clear of the characters on top
     fig.savefig(path, dpi=_DPI, bbox_inches="tight")
 
 

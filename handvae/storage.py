@@ -1,25 +1,37 @@
-"""Small files in a run folder that is a local path or any URI pyarrow writes (s3://, gs://, ...)."""
+"""Files in a folder that is a local path or any URI pyarrow writes (s3://, gs://, ...): one set of
+calls for both, so that the callers never branch on where their output lives."""
 
-import contextlib
 import os
 import posixpath
-import shutil
 import uuid
 
 import pyarrow.fs as pafs
 
 
+def is_uri(path_or_uri: str) -> bool:
+    return "://" in path_or_uri
+
+
 def join(base: str, *parts: str) -> str:
-    return posixpath.join(base, *parts) if "://" in base else os.path.join(base, *parts)
+    return posixpath.join(base, *parts) if is_uri(base) else os.path.join(base, *parts)
 
 
 def absolute(path_or_uri: str) -> str:
-    return path_or_uri if "://" in path_or_uri else os.path.abspath(path_or_uri)
+    """A local path made absolute, or the URI without a trailing slash."""
+    return path_or_uri.rstrip("/") if is_uri(path_or_uri) else os.path.abspath(path_or_uri)
 
 
-def write_bytes(path_or_uri: str, data: bytes) -> None:
-    """Replace the file whole: locally through a temporary file and a rename."""
-    if "://" in path_or_uri:
+def resolve(path_or_uri: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem and its path for a local path or a URI."""
+    if is_uri(path_or_uri):
+        return pafs.FileSystem.from_uri(path_or_uri)
+    return pafs.LocalFileSystem(), os.path.abspath(path_or_uri)
+
+
+def write_bytes(path_or_uri: str, data) -> None:
+    """Replace the file whole, in one step a reader cannot see half of: on an object store one PUT
+    (an object appears when its upload completes), locally a temporary file and a rename."""
+    if is_uri(path_or_uri):
         fs, path = pafs.FileSystem.from_uri(path_or_uri)
         fs.create_dir(posixpath.dirname(path), recursive=True)
         with fs.open_output_stream(path) as stream:
@@ -27,38 +39,60 @@ def write_bytes(path_or_uri: str, data: bytes) -> None:
         return
     os.makedirs(os.path.dirname(path_or_uri) or ".", exist_ok=True)
     tmp = f"{path_or_uri}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path_or_uri)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path_or_uri)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def read_bytes(path_or_uri: str) -> bytes | None:
     """The file's content, or None where it does not exist."""
-    if "://" in path_or_uri:
-        fs, path = pafs.FileSystem.from_uri(path_or_uri)
-        if fs.get_file_info(path).type != pafs.FileType.File:
-            return None
-        with fs.open_input_stream(path) as stream:
-            return stream.read()
-    if not os.path.isfile(path_or_uri):
+    fs, path = resolve(path_or_uri)
+    if fs.get_file_info(path).type != pafs.FileType.File:
         return None
-    with open(path_or_uri, "rb") as f:
-        return f.read()
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
 
 
-@contextlib.contextmanager
-def staged_folder(out_dir: str, marker: str | None = None):
-    """A local output folder that appears whole or not at all: yields a temporary folder beside
-    `out_dir` to fill; when the block ends without an error, writes `marker` (if any) last and
-    renames the folder to `out_dir`, replacing an earlier one. On an error it is removed."""
-    staging = f"{out_dir}.tmp-{uuid.uuid4().hex[:8]}"
-    os.makedirs(staging)
-    try:
-        yield staging
-        if marker:
-            open(os.path.join(staging, marker), "w").close()
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+def exists(path_or_uri: str) -> bool:
+    fs, path = resolve(path_or_uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def is_file(path_or_uri: str) -> bool:
+    fs, path = resolve(path_or_uri)
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def list_tree(path_or_uri: str) -> tuple[list[str], list[str]]:
+    """(files, folders) under a folder, as sorted '/'-separated paths relative to it; both empty
+    where it does not exist."""
+    fs, root = resolve(path_or_uri)
+    selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+    files, folders = [], []
+    for info in fs.get_file_info(selector):
+        relative = info.path[len(root) :].lstrip("/")
+        (files if info.type == pafs.FileType.File else folders).append(relative)
+    return sorted(files), sorted(folders)
+
+
+def delete_file(path_or_uri: str) -> None:
+    fs, path = resolve(path_or_uri)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
+def delete_tree(path_or_uri: str) -> None:
+    """Delete a folder and all under it (on an object store: every object under the prefix)."""
+    fs, path = resolve(path_or_uri)
+    if fs.get_file_info(path).type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+
+
+def open_input_file(path_or_uri: str):
+    """A random-access file (what pyarrow.parquet.ParquetFile takes)."""
+    fs, path = resolve(path_or_uri)
+    return fs.open_input_file(path)

@@ -5,11 +5,10 @@ From the repository root, as for jobs/train.py (README, "Cluster"):
     export RAY_ADDRESS=http://127.0.0.1:8265 RAY_AUTH_MODE=token
     ray job submit --submission-id generate-exp1 --working-dir . --runtime-env jobs/runtime_env.yaml -- \\
         python jobs/generate.py --model s3://BUCKET/runs/exp1/model.pt --mnist-dir /home/ray/data/mnist \\
-        --download --num-styles 1000 --use-gpu --out /home/ray/outputs/generated/exp1
-    ray rsync-down cluster.yaml /home/ray/outputs/generated/exp1 generated/exp1
+        --download --num-styles 1000 --use-gpu --out s3://BUCKET/generated/exp1
 
---out is a folder on the head node, where the job's driver writes the parquet (the command refuses
-URIs there); fetch it with `ray rsync-down` before `ray down`.
+--out is a URI (the workers write the data set's files from whichever node they run on, the driver
+commits), or a folder that every node sees at the same path.
 
 Under `ray job submit`, Ray sets RAY_ADDRESS and the script joins that cluster; run directly without
 RAY_ADDRESS, it starts an embedded local Ray.

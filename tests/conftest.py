@@ -64,3 +64,28 @@ def ray_local():
     init_ray(extra_cpus=2)  # room for 2 training workers beside the data tasks
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_bucket():
+    """A real S3-protocol server (moto's server mode, on 127.0.0.1 at a free port) holding one bucket.
+    pyarrow finds it through AWS_ENDPOINT_URL, in this process and in the subprocesses tests start;
+    Ray workers started before this fixture do not see it, so jobs that write to it run as subprocesses."""
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in {
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+        }.items():
+            patch.setenv(key, value)
+        boto3.client("s3").create_bucket(Bucket="handvae-test")
+        yield "s3://handvae-test"
+    server.stop()

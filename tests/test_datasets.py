@@ -5,7 +5,7 @@ import pytest
 from conftest import make_letters, make_mnist_root, write_kaggle_csv
 
 from handvae.data.datasets import DataSources, prepare, read_split, summarize
-from handvae.errors import DataError
+from handvae.errors import DataError, OutputError
 from handvae.labels import NUM_CLASSES
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -73,7 +73,7 @@ def test_prepare_round_trips_and_never_leaves_a_partial_folder(raw_sources, tmp_
         direct, prepared = collect(read_split(raw_sources, split)), collect(read_split(DataSources(prepared_dir=str(out)), split))
         for column in ("image", "label", "row", "source", "split"):
             np.testing.assert_array_equal(direct[column], prepared[column])
-    with pytest.raises(DataError, match="already exists"):
+    with pytest.raises(OutputError, match="prepared: already exists"):
         prepare(raw_sources, str(out))
     broken = DataSources(letters_csv=str(tmp_path / "absent.csv"))
     with pytest.raises(DataError, match="not found"):

@@ -10,10 +10,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from handvae.checkpoint import save_model
-from handvae.errors import ModelFileError
 from handvae.cli import app
 from handvae.data.datasets import DataSources
-from handvae.errors import DataError
+from handvae.errors import DataError, ModelFileError, OutputError
 from handvae.evaluate import REPORT_FILES, EvalOptions, run_evaluation
 from handvae.judge import Judge, save_judge
 from handvae.model import VAE, VAEConfig
@@ -60,7 +59,7 @@ def test_every_image_counts_once_whatever_the_actors_and_batches(sources, model_
 
 def test_the_report_folder_holds_every_file(one_actor, model_path):
     out, report = one_actor
-    assert sorted(p.name for p in out.iterdir()) == sorted(REPORT_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(REPORT_FILES + ("manifest.json", "_SUCCESS"))
     saved = json.loads((out / "metrics.json").read_text())
     assert {"accuracy", "recon_accuracy", "per_class_accuracy", "model", "data", "split"} <= set(saved)
     assert saved["model"] == model_path and saved["split"] == "test" and saved["model_metadata"] == {"run_name": "tiny", "epoch": 1}
@@ -94,12 +93,13 @@ def test_with_a_judge_the_report_measures_generated_characters(sources, model_pa
 def test_a_second_run_replaces_the_report_and_never_another_folder(sources, model_path, one_actor, tmp_path):
     out, _ = one_actor
     run_evaluation(model_path, sources, str(out), EvalOptions(num_workers=1))
-    assert sorted(p.name for p in out.iterdir()) == sorted(REPORT_FILES)
-    assert not list(out.parent.glob("*.tmp-*"))
+    assert sorted(p.name for p in out.iterdir()) == sorted(REPORT_FILES + ("manifest.json", "_SUCCESS"))
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # no staging, lock or earlier report left
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
-    with pytest.raises(DataError, match="not an earlier report folder"):
+    with pytest.raises(OutputError, match="busy: exists and is not a handvae report output"):
         run_evaluation(model_path, sources, str(tmp_path / "busy"))
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"]
 
 
 def test_bad_models_and_empty_splits_are_named(sources, model_path, tmp_path):

@@ -1,7 +1,10 @@
-"""The generation job on Ray Data: row counts and schema, determinism, text lines, style images,
-whole outputs after a re-run or a killed run, and clear errors."""
+"""The generation job on Ray Data: row counts and schema, the Hub layout read as is by datasets,
+pandas, pyarrow, Ray, DuckDB and Polars, determinism, text lines, style images, a re-run, and
+clear errors. The output policy's hard cases (killed runs, two runs at once, S3) are in test_outputs.py."""
 
 import io
+import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -16,13 +19,15 @@ from typer.testing import CliRunner
 from handvae.checkpoint import save_model
 from handvae.cli import app
 from handvae.data.datasets import DataSources
-from handvae.errors import DataError
+from handvae.errors import DataError, OutputError
 from handvae.generate import GenerateOptions, run_generation
 from handvae.labels import CHARSET
 from handvae.model import VAE, VAEConfig
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-COLUMNS = ["style_id", "source", "row", "sample", "char", "label", "pixels", "png"]
+# 5 styles x 2 draws x 36 characters; 2 styles a model call (144 rows), 2 calls a file: 288 + 72 rows
+SMALL_FILES = GenerateOptions(num_styles=5, samples_per_style=2, num_workers=1, styles_per_batch=2, rows_per_file=288)
+COLUMNS = ["style_id", "source", "row", "sample", "char", "label", "pixels", "image"]
 
 
 @pytest.fixture(scope="module")
@@ -44,36 +49,79 @@ def model_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def alphabets(sources, model_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("gen") / "alphabets"
-    manifest = run_generation(model_path, sources, str(out), GenerateOptions(num_styles=3, samples_per_style=2, num_workers=1))
+    manifest = run_generation(model_path, sources, str(out), SMALL_FILES)
     return out, manifest
 
 
+def data_dir(out) -> str:
+    """The documented way: the committed run's folder, from the manifest."""
+    return f"{out}/{json.loads((out / 'manifest.json').read_text())['data_dir']}"
+
+
 def read(out):
-    return pads.dataset(str(out), format="parquet", exclude_invalid_files=True).to_table().to_pandas()
+    return pd.read_parquet(data_dir(out))
+
+
+def parquet_files(out) -> dict[str, bytes]:
+    manifest = json.loads((out / "manifest.json").read_text())
+    return {name.rsplit("/", 1)[1]: (out / name).read_bytes() for name in manifest["files"]}
 
 
 def test_every_style_gets_the_full_alphabet_in_one_schema(alphabets):
     out, manifest = alphabets
-    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "_manifest.json", "part-00000.parquet", "sheet.png"]
-    table = pads.dataset(str(out), format="parquet", exclude_invalid_files=True).to_table()
-    assert table.column_names == COLUMNS and table.num_rows == manifest["rows"] == 3 * 2 * 36
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "_SUCCESS", "data", "manifest.json", "sheet.png"]
+    assert manifest["format"] == "handvae.generated" and manifest["owner"] == "handvae"
+    assert manifest["files"] == [f"{manifest['data_dir']}/train-{i:05d}.parquet" for i in range(2)] and manifest["file_rows"] == [288, 72]
+    table = pads.dataset(data_dir(out)).to_table()
+    assert table.column_names == COLUMNS and table.num_rows == manifest["rows"] == 5 * 2 * 36
+    assert str(table.schema.field("pixels").type) == "fixed_size_binary[784]" and str(table.schema.field("image").type) == "struct<bytes: binary, path: string>"
     frame = table.to_pandas()
-    assert frame.groupby(["style_id", "sample"]).size().tolist() == [36] * 6
+    assert frame.groupby(["style_id", "sample"]).size().tolist() == [36] * 10
     assert (frame["label"] == frame["char"].map(CHARSET.index)).all()
     assert set(frame["sample"]) == {0, 1} and frame["source"].str.endswith(("az.csv", "t10k-images-idx3-ubyte.gz")).all()
-    for pixels, png in zip(frame["pixels"][:5], frame["png"][:5]):
-        image = np.frombuffer(pixels, np.uint8).reshape(28, 28)
-        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), image)  # both columns hold the same image
-    assert len(pd.read_parquet(out / "part-00000.parquet")) == 216  # pandas reads it as is
+    for pixels, image in zip(frame["pixels"][:5], frame["image"][:5]):
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(image["bytes"]))), np.frombuffer(pixels, np.uint8).reshape(28, 28))
     with Image.open(out / "sheet.png") as sheet:
         assert sheet.width > 500 and sheet.height > 100
 
 
-def test_same_seed_same_output_whatever_the_actors(sources, model_path, alphabets, tmp_path):
+def test_the_tools_people_use_read_the_same_rows(alphabets, tmp_path, monkeypatch):
+    import datasets
+    import duckdb
+    import polars as pl
+    import ray.data
+
+    out, manifest = alphabets
+    expected = read(out).sort_values(["style_id", "sample", "label"]).reset_index(drop=True)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub = datasets.load_dataset(str(out), split="train")  # the card: no cast by the user
+    assert hub.num_rows == 360 and isinstance(hub.features["image"], datasets.Image)
+    assert hub.features["label"].names == list(CHARSET) and hub.features["label"].int2str(hub[40]["label"]) == CHARSET[hub[40]["label"]]
+    assert hub[40]["char"] == CHARSET[hub[40]["label"]] and np.asarray(hub[40]["image"]).shape == (28, 28)
+    readers = {
+        "pyarrow": pads.dataset(data_dir(out)).to_table().to_pandas(),
+        "ray": ray.data.read_parquet(data_dir(out)).to_pandas(),
+        "duckdb": duckdb.sql(f"SELECT * FROM '{data_dir(out)}/*.parquet'").df(),
+        "polars": pl.read_parquet(f"{data_dir(out)}/*.parquet").to_pandas(),
+        "datasets": hub.select_columns(["style_id", "sample", "label", "char", "pixels"]).to_pandas(),
+    }
+    for name, frame in readers.items():
+        frame = frame.sort_values(["style_id", "sample", "label"]).reset_index(drop=True)
+        assert len(frame) == 360, name
+        for column in ("style_id", "sample", "label", "char"):
+            assert frame[column].astype(expected[column].dtype).equals(expected[column]), (name, column)
+        assert [bytes(b) for b in frame["pixels"]] == list(expected["pixels"]), name
+    card = (out / "README.md").read_text()
+    assert f"path: {manifest['data_dir']}/train-*.parquet" in card and "seed 0" in card
+    assert "CC BY-SA 3.0" in card and "Sachin Patel" in card and "NIST Special Database 19" in card
+
+
+def test_same_seed_same_files_whatever_the_actors(sources, model_path, alphabets, tmp_path):
     out, _ = alphabets
-    again = run_generation(model_path, sources, str(tmp_path / "again"), GenerateOptions(num_styles=3, samples_per_style=2, num_workers=2))
-    assert read(out).equals(read(tmp_path / "again")) and again["rows"] == 216
-    other = run_generation(model_path, sources, str(tmp_path / "other"), GenerateOptions(num_styles=3, samples_per_style=2, seed=1))
+    again = run_generation(model_path, sources, str(tmp_path / "again"), replace(SMALL_FILES, num_workers=2))
+    assert parquet_files(out) == parquet_files(tmp_path / "again") and again["rows"] == 360  # names and bytes
+    other = run_generation(model_path, sources, str(tmp_path / "other"), replace(SMALL_FILES, seed=1))
     assert not read(out)["pixels"].equals(read(tmp_path / "other")["pixels"])
 
 
@@ -93,19 +141,17 @@ def test_text_lines_and_style_images(model_path, tmp_path):
     assert sorted(frame["source"]) == sorted(paths) and set(frame["row"]) == {0}
     line = np.frombuffer(frame["pixels"][0], np.uint8).reshape(28, 4 * 28)
     assert line[:, 56:84].max() == 0 and line[:, :56].max() > 0  # the space stays blank
-    assert np.asarray(Image.open(io.BytesIO(frame["png"][0]))).shape == (28, 112)
+    assert np.asarray(Image.open(io.BytesIO(frame["image"][0]["bytes"]))).shape == (28, 112)
 
 
-def test_a_rerun_after_a_killed_run_leaves_exactly_one_whole_output(sources, model_path, alphabets, tmp_path):
+def test_a_rerun_replaces_the_data_set_and_keeps_files_beside_it(sources, model_path, tmp_path):
     out = tmp_path / "gen"
     options = GenerateOptions(num_styles=2, chars="AB")
-    run_generation(model_path, sources, str(out), options)
-    killed = tmp_path / "gen.tmp-deadbeef"  # what a run killed midway leaves behind
-    killed.mkdir()
-    (killed / "part-00000.parquet").write_bytes(b"half a file")
-    run_generation(model_path, sources, str(out), options)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen"]
-    assert len(read(out)) == 2 * 2  # replaced, not appended
+    first = run_generation(model_path, sources, str(out), options)
+    (out / "notes.txt").write_text("mine")  # handvae did not write it: it stays
+    second = run_generation(model_path, sources, str(out), options)
+    assert second["data_dir"] != first["data_dir"] and [p.name for p in (out / "data").iterdir()] == [second["run"]]
+    assert (out / "notes.txt").read_text() == "mine" and len(read(out)) == 2 * 2  # replaced, not appended
 
 
 def test_bad_requests_are_refused_with_what_was_wrong(sources, model_path, tmp_path):
@@ -118,9 +164,9 @@ def test_bad_requests_are_refused_with_what_was_wrong(sources, model_path, tmp_p
         run_generation(model_path, DataSources(), str(tmp_path / "out"), GenerateOptions(style_images=(str(tmp_path / "scan.png"),)))
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("keep")
-    with pytest.raises(DataError, match="not an earlier generation output"):
+    with pytest.raises(OutputError, match="mine: exists and is not a handvae generated output"):
         run_generation(model_path, sources, str(tmp_path / "mine"), GenerateOptions(num_styles=1))
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and (tmp_path / "mine" / "thesis.tex").read_text() == "keep"
 
 
 def test_cli_generates_and_exits_2_on_an_unsupported_character(sources, model_path, tmp_path):

@@ -3,7 +3,6 @@
 Every dataset has the columns of `handvae.data.records` (image, label, source, row, split).
 """
 
-import json
 import os
 import zlib
 from collections import Counter
@@ -20,9 +19,9 @@ from ray.data.datasource import Datasource, ReadTask
 from ray.data.exceptions import UserCodeException
 from ray.data.extensions import ArrowTensorArray
 
-from handvae import storage
+from handvae import outputs, storage
 from handvae.data import kaggle_csv, mnist_idx
-from handvae.errors import DataError
+from handvae.errors import DataError, OutputError
 from handvae.data.records import COLUMNS, IMAGE_PIXELS, IMAGE_SIDE, SPLITS, Batch, resolve_path, select
 from handvae.labels import NUM_CLASSES
 
@@ -262,23 +261,32 @@ def _unpack_images(table: pa.Table, path: str) -> pa.Table:
 def prepare(sources: DataSources, out_dir: str, overwrite: bool = False) -> dict:
     """Convert the sources once to parquet shards, one folder per split, with a manifest and a marker.
 
-    Written under a temporary name and renamed at the end, so `out_dir` is either complete or absent.
+    Through the output policy (handvae.outputs): built in a staging folder and renamed into place,
+    so `out_dir` is complete or as it was; an earlier prepared folder is replaced only with
+    `overwrite`, a folder handvae did not write never.
     """
+    from handvae.runtime import init_ray
+
     if sources.prepared_dir:
         raise DataError("prepare reads raw sources (--letters-csv/--mnist-dir), not a prepared folder")
-    out_dir = os.path.abspath(out_dir)
-    if os.path.exists(out_dir) and not overwrite:
-        raise DataError(f"{out_dir}: already exists (pass --overwrite to replace it)")
-    with storage.staged_folder(out_dir, marker=SUCCESS_MARKER) as staging:
+    if storage.is_uri(out_dir):
+        raise OutputError(f"{out_dir}: prepare writes a local (or mounted shared) folder")
+    if not overwrite and outputs.owned_manifest(out_dir, "prepared") is not None:
+        raise OutputError(f"{os.path.abspath(out_dir)}: already exists (pass --overwrite to replace it)")
+    with outputs.folder_output(out_dir, "prepared", source_locations(sources)) as staged:  # before Ray starts
+        init_ray()
         counts = {}
         for split in SPLITS:
             dataset = read_split(sources, split).map_batches(pack_images, batch_format="numpy", batch_size=None)
-            dataset.write_parquet(os.path.join(staging, split), min_rows_per_file=_PARQUET_FILE_ROWS)
-            counts[split] = _count_written(os.path.join(staging, split))
-        manifest = {"sources": sources.describe(), "rows": counts, "columns": list(COLUMNS)}
-        with open(os.path.join(staging, MANIFEST), "w") as f:
-            json.dump(manifest, f, indent=2)
-    return manifest
+            dataset.write_parquet(os.path.join(staged.path, split), min_rows_per_file=_PARQUET_FILE_ROWS)
+            counts[split] = _count_written(os.path.join(staged.path, split))
+        staged.manifest.update({"sources": sources.describe(), "rows": counts, "columns": list(COLUMNS)})
+    return staged.manifest
+
+
+def source_locations(sources: DataSources) -> tuple[str, ...]:
+    """The files and folders a command reads: its output may not be, or hold, any of them."""
+    return tuple(p for p in (sources.letters_csv, sources.mnist_dir, sources.prepared_dir or (sample_dir() if sources.is_sample else None)) if p)
 
 
 def _count_written(directory: str) -> int:
