@@ -40,7 +40,7 @@ def train_steps(
     its class's row and 1 to the row's last column: the class latent means, accumulated in the
     epoch's own forward passes instead of another pass over the data."""
     model.train()
-    device = next(model.parameters()).device
+    device = _device(model)
     loss_sums = torch.zeros(3, dtype=torch.float64, device=device)  # on the device: no sync per step
     images_seen = 0
     for images, labels in batches:
@@ -130,7 +130,7 @@ def evaluate_batches(model: torch.nn.Module, batches: Iterable[tuple[torch.Tenso
     """The seed's test figures as sums (EVAL_SUMS): classification hits, reconstruction hits per
     pixel, and the loss terms. Every image counts once."""
     model.eval()
-    device = next(model.parameters()).device
+    device = _device(model)
     sums = torch.zeros(len(EVAL_SUMS), dtype=torch.float64)
     for images, labels in batches:
         y = labels.to(device)
@@ -173,6 +173,11 @@ def epoch_figures(train_sums: torch.Tensor, eval_sums: torch.Tensor) -> dict[str
         "train_images": int(train["images"]),
         "test_images": int(test["images"]),
     }
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    """Where the model's parameters are: batches read on the CPU go there."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def _autocast(device: torch.device, bf16: bool):

@@ -320,11 +320,17 @@ class Summary:
 
 
 def summarize(dataset: ray.data.Dataset) -> Summary:
-    """Reads (and so validates) every row of the dataset."""
+    """Reads (and so validates) every row of the dataset. The read tasks count their own rows by
+    (source, split, label): the driver gets a few counts per block, not every row's strings."""
     rows_by_source: Counter = Counter()
     class_counts = {split: np.zeros(NUM_CLASSES, dtype=np.int64) for split in SPLITS}
-    for batch in dataset.select_columns(["source", "split", "label"]).iter_batches(batch_format="numpy", batch_size=None):
-        rows_by_source.update(zip(batch["source"].tolist(), batch["split"].tolist()))
-        for split in SPLITS:
-            class_counts[split] += np.bincount(batch["label"][batch["split"] == split], minlength=NUM_CLASSES)
+    counts = dataset.map_batches(_count_rows, batch_format="pyarrow", batch_size=None)
+    for table in counts.iter_batches(batch_format="pyarrow", batch_size=None):
+        for source, split, label, count in zip(*(table.column(name).to_pylist() for name in ("source", "split", "label", "label_count"))):
+            rows_by_source[(source, split)] += count
+            class_counts[split][label] += count
     return Summary(rows_by_source, class_counts)
+
+
+def _count_rows(table: pa.Table) -> pa.Table:
+    return table.select(["source", "split", "label"]).group_by(["source", "split", "label"]).aggregate([("label", "count")])
