@@ -139,8 +139,9 @@ def run_measured(command: list[str], sample_every: float, label: str, result_pat
         other_cpu_s=other_cpu, sampler_cpu_s=sampler_cpu, other_cores=other_cpu / wall, loadavg_before=load0,
         peak_breakdown_mb={k: round(v, 1) for k, v in sorted(peak_breakdown.items(), key=lambda kv: -kv[1])},
     )
+    done = f"{result['rows']:,} rows in {result['seconds']:.1f} s" if "rows" in result else f"exited in {wall:.1f} s"
     print(
-        f"[{label}] {result.get('rows', 0):,} rows in {result.get('seconds', wall):.1f} s, peak PSS {result['peak_pss_mb']:,.0f} MB "
+        f"[{label}] {done}, peak PSS {result['peak_pss_mb']:,.0f} MB "
         f"over up to {max_procs} processes ({samples} samples), /dev/shm growth {result['peak_dev_shm_growth_mb']:,.0f} MB",
         flush=True,
     )

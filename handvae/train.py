@@ -77,16 +77,16 @@ def run_training(config: TrainConfig, sources: DataSources, run_name: str, stora
     run_dir = storage.join(storage_path, run_name)
     _check_resumable(run_dir, config)
     _check_local_outputs(config, run_dir)
-    init_ray(extra_cpus=config.num_workers)
-    _check_resources(config)
-    storage.write_bytes(storage.join(run_dir, CONFIG_FILE), json.dumps({"train": config.to_dict(), "data": sources.describe()}, indent=2).encode())
-
     folder = plan_sources_folder(sources)  # a data set folder: its footers only; None for raw sources
     stream = _streams(config, folder)
-    print(_feed_line(config, sources, folder, stream), flush=True)
+    init_ray(extra_cpus=config.num_workers)
+    _check_resources(config)
+
+    print(_feed_line(config, folder, stream), flush=True)
     # In memory: read and validated once, here, so bad data fails before any worker starts, and
     # workers fetch blocks from the object store instead of each re-running the readers.
     datasets = {} if stream else {split: training_columns(read_split(sources, split)).materialize() for split in ("train", "test")}
+    storage.write_bytes(storage.join(run_dir, CONFIG_FILE), json.dumps({"train": config.to_dict(), "data": sources.describe()}, indent=2).encode())
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": config.to_dict(), "run_dir": run_dir, "folder": folder if stream else None},
@@ -238,7 +238,7 @@ def _image_bytes(folder: folders.FolderPlan) -> int:
     return (folder.rows("train") + folder.rows("test")) * folders.IMAGE_PIXELS
 
 
-def _feed_line(config: TrainConfig, sources: DataSources, folder: folders.FolderPlan | None, stream: bool) -> str:
+def _feed_line(config: TrainConfig, folder: folders.FolderPlan | None, stream: bool) -> str:
     if folder is None:
         return "data: in memory (raw sources are read whole; `handvae prepare` them into a folder to stream)"
     size = f"{folder.rows('train'):,} train and {folder.rows('test'):,} test images ({_image_bytes(folder) / 2**20:,.0f} MiB)"

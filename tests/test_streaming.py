@@ -248,3 +248,4 @@ def test_bad_dataset_folders_get_clear_errors_naming_the_file(ray_local, letters
         result = runner.invoke(app, ["train", "--dataset", str(folder), "--no-report", "--storage-path", str(tmp_path / "runs"), "--run-name", name])
         assert result.exit_code == 2, (name, result.output)
         assert message in result.stderr and "Traceback" not in result.stderr, (name, result.stderr)
+        assert not (tmp_path / "runs" / name).exists(), "a bad data set fails before the run folder is written"
