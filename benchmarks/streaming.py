@@ -124,9 +124,10 @@ def main() -> None:
         figures["speed"] = {"runs": speed, "images_per_second": rates, "ratio": ratio}
         print()
         for feed, run in speed.items():
+            per_epoch = ", ".join(f"{r['images_per_second']:,.0f}" for r in run["records"])
             print(
                 f"real data, {feed:>6}: {rates[feed]:,.0f} training images/s (median of epochs 2-{a.epochs}, the default model; per epoch "
-                f"{', '.join(f'{r['images_per_second']:,.0f}' for r in run['records'])}), whole run {run['process_wall_s']:.0f} s, peak PSS {run['peak_pss_mb']:,.0f} MB"
+                f"{per_epoch}), whole run {run['process_wall_s']:.0f} s, peak PSS {run['peak_pss_mb']:,.0f} MB"
             )
         print(f"streaming / in memory: {ratio:.2f}x (target >= {TARGET_SPEED}x: {'MET' if ratio >= TARGET_SPEED else 'MISSED'})", flush=True)
 

@@ -192,13 +192,14 @@ def plan_sources_folder(sources: DataSources) -> folders.FolderPlan | None:
 
 
 def read_folder(plan: folders.FolderPlan, splits: tuple[str, ...]) -> ray.data.Dataset:
-    """Records of a data set folder: one read task per parquet file, one block per row group."""
+    """Records of a data set folder: one read task per parquet file, in blocks of up to
+    folders.READ_BATCH_ROWS rows."""
     by_file: dict[str, list[folders.Unit]] = {}
     for unit in plan.units:
         if sum(unit.rows[SPLITS.index(s)] for s in splits):
             by_file.setdefault(unit.file, []).append(unit)
     split = splits[0] if len(splits) == 1 else None
-    tasks = [(units, sum(u.rows[SPLITS.index(s)] for u in units for s in splits)) for units in by_file.values()]
+    tasks = [(units, sum(u.rows[SPLITS.index(s)] for u in units for s in splits), None) for units in by_file.values()]
     return ray.data.read_datasource(FolderDatasource(plan, split, tasks, provenance=True), override_num_blocks=max(1, len(tasks)))
 
 
@@ -233,34 +234,32 @@ class FolderDatasource(Datasource):
     first start actors to read every file's footer: 2 s of a 6 s read on 2 cores (benchmarks/ingest.py),
     and again in every run on the bundled sample; the plan has read the footers already."""
 
-    def __init__(self, plan: folders.FolderPlan, split: str | None, tasks: list, provenance: bool):
+    def __init__(self, plan: folders.FolderPlan, split: str | None, tasks: list[tuple[list[folders.Unit], int, tuple[int, int] | None]], provenance: bool):
+        """One read task per (units, their rows, a (start, stop) range of the rows or None)."""
         super().__init__()
         self._plan, self._split, self._tasks, self._provenance = plan, split, tasks, provenance
 
     def estimate_inmemory_data_size(self) -> int:
-        return sum(task[1] for task in self._tasks) * (IMAGE_PIXELS + 64)
+        return sum(rows for _, rows, _ in self._tasks) * (IMAGE_PIXELS + 64)
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None) -> list[ReadTask]:
         plan, split, provenance = self._plan, self._split, self._provenance
 
         def read(units: list[folders.Unit], row_range: tuple[int, int] | None):
-            for unit in units:
-                try:
-                    table = folders.read_unit(plan, unit, split, with_provenance=provenance)
-                except DataError as exc:
-                    raise BadInputError(*exc.args) from None
-                if row_range:
-                    table = table.slice(row_range[0], row_range[1] - row_range[0])
-                if table.num_rows:
-                    yield _unpack_images(table) if provenance else table
+            try:
+                for unit in units:
+                    for table in folders.read_unit(plan, unit, split, with_provenance=provenance, rows=row_range):
+                        yield _unpack_images(table) if provenance else table
+            except DataError as exc:
+                raise BadInputError(*exc.args) from None
 
         return [
             ReadTask(
-                lambda units=task[0], row_range=(task[2] if len(task) > 2 else None): read(units, row_range),
-                BlockMetadata(num_rows=task[1], size_bytes=task[1] * (IMAGE_PIXELS + 64), exec_stats=None, input_files=tuple(plan.path(u.file) for u in task[0])),
+                lambda units=units, row_range=row_range: read(units, row_range),
+                BlockMetadata(num_rows=rows, size_bytes=rows * (IMAGE_PIXELS + 64), exec_stats=None, input_files=tuple(plan.path(u.file) for u in units)),
                 per_task_row_limit=per_task_row_limit,
             )
-            for task in self._tasks
+            for units, rows, row_range in self._tasks
         ]
 
 

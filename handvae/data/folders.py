@@ -23,6 +23,7 @@ on the caller; `read_unit` reads one row group. Pure pyarrow and numpy: the Ray 
 import json
 import posixpath
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,8 @@ SUCCESS_MARKER = "_SUCCESS"
 MANIFEST = "manifest.json"
 PACKED_IMAGE = pa.binary(IMAGE_PIXELS)
 IMAGE_COLUMNS = ("pixels", "image")  # in order of preference
+READ_BATCH_ROWS = 8192
+"""Rows a reader decodes at a time: 6.4 MB of images."""
 WHAT = "a folder written by `handvae prepare` or `handvae generate`"
 
 
@@ -135,18 +138,40 @@ def plan_folder(directory: str, split_seed: int = 0, test_fraction: float = 0.2)
     return FolderPlan(plan_root, prepared, image_column, split_column, split_seed, test_fraction, tuple(units))
 
 
-def read_unit(plan: FolderPlan, unit: Unit, split: str | None, with_provenance: bool = True) -> pa.Table:
-    """The records of one row group, of one split (or both with split=None), checked: `image`
-    (fixed_size_binary[784]) and `label` (uint8), and with provenance `source`, `row`, `split`."""
+def read_unit(plan: FolderPlan, unit: Unit, split: str | None, with_provenance: bool = True, rows: tuple[int, int] | None = None) -> Iterator[pa.Table]:
+    """The records of one row group, checked, in tables of at most READ_BATCH_ROWS rows: `image`
+    (fixed_size_binary[784]) and `label` (uint8), and with provenance `source`, `row`, `split`.
+    Only those of `split` (both with None); with `rows` = (start, stop), only those of its rows.
+
+    Read in batches, so that a large row group (a generated file's may hold 100k images) never sits
+    whole in the reader's memory, and a slice stops reading where it ends."""
     fs, root = resolve_path(plan.root)
     path = plan.path(unit.file)
     stored = ["source", "row"] if plan.prepared and with_provenance else []
     columns = [plan.image_column, "label"] + ["split"] * plan.split_column + stored
+    start, stop = rows or (0, None)
+    first, seen = unit.first_row, 0  # the next batch's first row in the file; rows of the split before it
     try:
-        table = pq.ParquetFile(fs.open_input_file(f"{root}/{unit.file}")).read_row_group(unit.row_group, columns=columns)
+        parquet = pq.ParquetFile(fs.open_input_file(f"{root}/{unit.file}"))
+        for batch in parquet.iter_batches(READ_BATCH_ROWS, row_groups=[unit.row_group], columns=columns):
+            table = _records(pa.Table.from_batches([batch]), plan, unit.file, path, first, stored)
+            first += len(batch)
+            if split is not None:
+                table = table.filter(pc.equal(table.column("split"), split))
+            low, high = max(start - seen, 0), table.num_rows if stop is None else min(stop - seen, table.num_rows)
+            seen += table.num_rows
+            if high > low:
+                yield table.slice(low, high - low).select(table.column_names if with_provenance else ["image", "label"])
+            if stop is not None and seen >= stop:
+                return
     except (pa.ArrowInvalid, OSError, KeyError) as exc:
         raise DataError(f"{path}: not readable as the data set's parquet ({exc})") from None
-    rows = np.arange(unit.first_row, unit.first_row + table.num_rows)
+
+
+def _records(table: pa.Table, plan: FolderPlan, file: str, path: str, first: int, stored: list[str]) -> pa.Table:
+    """Rows [first, first + n) of a file as checked records (image, label, split, and source and
+    row: stored ones, or the file's name and the row in it)."""
+    rows = np.arange(first, first + table.num_rows)
     images = table.column(plan.image_column)
     if images.null_count:
         raise DataError(f"{path}: {images.null_count} images are null")
@@ -157,14 +182,14 @@ def read_unit(plan: FolderPlan, unit: Unit, split: str | None, with_provenance: 
     bad = np.flatnonzero((values < 0) | (values >= NUM_CLASSES))
     if bad.size:
         raise DataError(f"{path}, row {rows[bad[0]]}: label {values[bad[0]]} is outside 0-{NUM_CLASSES - 1}")
-    splits = table.column("split") if plan.split_column else pa.array(hashed_split(unit.file, rows, plan.split_seed, plan.test_fraction), pa.string())
-    out = {"image": images, "label": pa.array(values.astype(np.uint8))}
-    if with_provenance:
-        out["source"] = table.column("source") if stored else pa.repeat(pa.scalar(unit.file), len(rows))
-        out["row"] = table.column("row") if stored else pa.array(rows)
-        out["split"] = splits
-    out = pa.table(out)
-    return out if split is None else out.filter(pc.equal(splits, split))
+    splits = table.column("split") if plan.split_column else pa.array(hashed_split(file, rows, plan.split_seed, plan.test_fraction), pa.string())
+    return pa.table({
+        "image": images,
+        "label": pa.array(values.astype(np.uint8)),
+        "source": table.column("source") if stored else pa.repeat(pa.scalar(file), len(rows)),
+        "row": table.column("row") if stored else pa.array(rows),
+        "split": splits,
+    })
 
 
 def _read_manifest(fs: pafs.FileSystem, root: str, directory: str) -> dict:
