@@ -42,7 +42,7 @@ from ray.train.torch import TorchTrainer
 from handvae import storage
 from handvae.checkpoint import save_model
 from handvae.config import TrainConfig
-from handvae.errors import ConfigError
+from handvae.errors import ConfigError, DataError
 from handvae.data import folders
 from handvae.data.datasets import DataSources, plan_sources_folder, read_split, sorted_tensors, stream_blocks, training_columns
 from handvae.data.streaming import epoch_slices, in_order_batches, shuffled_batches
@@ -223,7 +223,7 @@ class StreamingFeed:
 
 def _check_share(train_rows: int, world: int) -> None:
     if train_rows < world:
-        raise ValueError(f"{train_rows} training images cannot be shared by {world} workers")
+        raise DataError(f"{train_rows} training images cannot be shared by {world} workers")
 
 
 def _streams(config: TrainConfig, folder: folders.FolderPlan | None) -> bool:

@@ -210,7 +210,7 @@ def read_slices(plan: folders.FolderPlan, split: str, slices: list[tuple[int, in
     return ray.data.read_datasource(FolderDatasource(plan, split, tasks, provenance=False), override_num_blocks=max(1, len(tasks)))
 
 
-STREAM_OBJECT_STORE_BYTES = 64 << 20
+STREAM_OBJECT_STORE_BYTES = 32 << 20
 """Read-ahead of one streaming worker: Ray Data stops starting read tasks while this much of its
 output waits in the object store."""
 

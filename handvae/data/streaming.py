@@ -22,8 +22,9 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-WINDOW_ROWS = 32_768
-"""Rows a worker shuffles together: 26 MB of images."""
+WINDOW_ROWS = 16_384
+"""Rows a worker shuffles together: 13 MB of images. With 32,768 the 1M-image benchmark's peak
+memory was 0.53x its pixel bytes above the 18k-image run's (benchmarks/streaming.py)."""
 
 
 def epoch_slices(unit_rows: Sequence[int], world: int, rank: int, seed: int, epoch: int, shuffle: bool = True) -> list[tuple[int, int, int]]:
@@ -77,13 +78,18 @@ def shuffled_batches(
 
 def _emit_window(window, carry, batch_size: int, generator: torch.Generator):
     """Yields the full batches of carry + the shuffled window; returns what is left over."""
-    order = torch.randperm(sum(len(labels) for _, labels in window), generator=generator).numpy()
-    images = np.concatenate([carry[0], np.concatenate([i for i, _ in window])[order]])
-    labels = np.concatenate([carry[1], np.concatenate([l for _, l in window])[order]])
+    images = np.concatenate([i for i, _ in window])
+    labels = np.concatenate([l for _, l in window])
+    order = torch.randperm(len(labels), generator=generator).numpy()
+    shuffled = np.empty((len(carry[1]) + len(labels), *images.shape[1:]), np.uint8)
+    shuffled[: len(carry[1])] = carry[0]
+    np.take(images, order, axis=0, out=shuffled[len(carry[1]) :])
+    del images  # one window's copy at a time besides the shuffled one
+    labels = np.concatenate([carry[1], labels[order]])
     full = len(labels) // batch_size * batch_size
     for start in range(0, full, batch_size):
-        yield torch.from_numpy(images[start : start + batch_size]), torch.from_numpy(labels[start : start + batch_size])
-    return images[full:], labels[full:]
+        yield torch.from_numpy(shuffled[start : start + batch_size]), torch.from_numpy(labels[start : start + batch_size])
+    return shuffled[full:].copy(), labels[full:]
 
 
 def in_order_batches(blocks: Iterable[tuple[np.ndarray, np.ndarray]], batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
