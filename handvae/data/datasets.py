@@ -1,6 +1,9 @@
 """Ray Data datasets over the readers: the one place data meets Ray.
 
-Every dataset has the columns of `handvae.data.records` (image, label, source, row, split).
+Every dataset of `read_split` has the columns of `handvae.data.records` (image, label, source, row,
+split), whatever the source: the Kaggle CSV, MNIST IDX files, or a data set folder (prepared or
+generated, `handvae.data.folders`). `stream_blocks` reads a training worker's share of a folder
+for one epoch (`handvae.data.streaming` says which rows, in which order).
 """
 
 import json
