@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 WINDOW_ROWS = 16_384
-"""Rows a worker shuffles together: 13 MB of images. With 32,768 the 1M-image benchmark's peak
-memory was 0.53x its pixel bytes above the 18k-image run's (benchmarks/streaming.py)."""
+"""Rows a worker shuffles together: 13 MB of images, held twice while a window is shuffled. With
+this and the read groups (`handvae.data.datasets.STREAM_READ_ROWS`) a worker's data memory is a
+few tens of MB whatever the data set's size (benchmarks/streaming.py)."""
 
 
 def epoch_slices(unit_rows: Sequence[int], world: int, rank: int, seed: int, epoch: int, shuffle: bool = True) -> list[tuple[int, int, int]]:
