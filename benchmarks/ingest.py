@@ -16,10 +16,10 @@ What it does, in one run:
    c. prepare: handvae's prepare() to parquet, then (another subprocess) the prepared folder -> batches.
    Paths b and c2 then read once more in the same process ("warm": Ray Data's workers and actors
    already started, as for every read after the first in a long-lived job).
-3. Samples, every --sample-every seconds from this parent process, the PSS (/proc/PID/smaps_rollup)
-   summed over the subprocess and all its descendants (Ray's gcs_server, raylet, workers, agents;
-   the object store's /dev/shm pages are counted through the processes that map them, once, by PSS),
-   and the growth of /dev/shm usage, and keeps the peaks.
+   d. cli: `handvae data --letters-csv FILE` as a whole process, as a new user first reads the file,
+   against the seed's whole process (Python start-up and imports included on both sides).
+3. Samples the peak memory of each subprocess's whole tree (`process_memory.run_measured`: PSS
+   summed over the process and all its descendants, Ray's included).
 4. Prints a table with the ratios and the targets (>= 4x faster than seed, <= 40% of its peak memory).
 """
 
@@ -30,7 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
+
+from process_memory import run_measured
 
 KAGGLE_ROWS = 372_450
 BATCH = 256
@@ -242,6 +243,14 @@ def worker_prepared_read(out_dir: str, result: dict) -> None:
     ray.shutdown()
 
 
+def run_worker(argv: list[str], sample_every: float, label: str) -> dict:
+    """`ingest.py _worker MODE PATH RESULT ...` in a fresh subprocess, measured."""
+    fd, result_path = tempfile.mkstemp(prefix="ingest-", suffix=".json")
+    os.close(fd)
+    command = [sys.executable, os.path.abspath(__file__), "_worker", argv[0], argv[1], result_path, *argv[2:]]
+    return run_measured(command, sample_every, label, result_path)
+
+
 def worker_main(argv: list[str]) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("mode")
@@ -266,158 +275,7 @@ def worker_main(argv: list[str]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# 3. Memory of a whole process tree, sampled from outside
-# --------------------------------------------------------------------------------------------------
-
-
-def _children_map(cpu_ticks: dict[int, int] | None = None) -> dict[int, list[int]]:
-    """ppid -> pids; also fills cpu_ticks[pid] = utime + stime (clock ticks) when given."""
-    children = defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2 :].split()  # after "(comm)": state, ppid, ...
-        children[int(fields[1])].append(int(entry))
-        if cpu_ticks is not None:
-            cpu_ticks[int(entry)] = int(fields[11]) + int(fields[12])
-    return children
-
-
-def process_tree(root: int, cpu_ticks: dict[int, int] | None = None) -> list[int]:
-    children = _children_map(cpu_ticks)
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, ()))
-    return tree
-
-
-def _rollup(pid: int) -> tuple[int, int] | None:
-    """(PSS, RSS) in kB, or None if the process is gone."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
-            text = f.read()
-    except OSError:
-        return None
-    pss = rss = 0
-    for line in text.splitlines():
-        if line.startswith(b"Pss:"):
-            pss = int(line.split()[1])
-        elif line.startswith(b"Rss:"):
-            rss = int(line.split()[1])
-    return pss, rss
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return "?"
-
-
-def _self_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def _busy_ticks() -> int:
-    """Machine-wide non-idle CPU time (clock ticks) from /proc/stat."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:9]]
-    return sum(values) - values[3] - values[4]  # minus idle and iowait
-
-
-def _shm_used() -> int:
-    st = os.statvfs("/dev/shm")
-    return (st.f_blocks - st.f_bfree) * st.f_frsize
-
-
-def run_measured(argv: list[str], sample_every: float, label: str) -> dict:
-    """Run a worker subprocess; sample its whole tree's PSS until it exits."""
-    shm0 = _shm_used()
-    fd, result_path = tempfile.mkstemp(prefix="ingest-", suffix=".json")
-    os.close(fd)
-    print(f"[{label}] running ...", flush=True)
-    t0 = time.perf_counter()
-    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "_worker", argv[0], argv[1], result_path, *argv[2:]])
-    peak_pss = peak_rss = peak_shm = samples = 0
-    peak_breakdown: dict[str, float] = {}
-    max_procs = 0
-    seen: set[int] = set()
-    tree_ticks: dict[int, int] = {}  # last seen CPU time of each process of the tree
-    busy0, load0, self0 = _busy_ticks(), os.getloadavg()[0], _self_cpu()
-    while child.poll() is None:
-        ticks: dict[int, int] = {}
-        tree = process_tree(child.pid, ticks)
-        seen.update(tree)
-        tree_ticks.update({pid: ticks[pid] for pid in tree if pid in ticks})
-        pss = rss = 0
-        breakdown: dict[str, float] = defaultdict(float)
-        for pid in tree:
-            r = _rollup(pid)
-            if r:
-                pss += r[0]
-                rss += r[1]
-                breakdown[_comm(pid)] += r[0] / 1024
-        samples += 1
-        max_procs = max(max_procs, len(tree))
-        peak_rss = max(peak_rss, rss)
-        peak_shm = max(peak_shm, _shm_used() - shm0)
-        if pss > peak_pss:
-            peak_pss, peak_breakdown = pss, dict(breakdown)
-        time.sleep(sample_every)
-    wall = time.perf_counter() - t0
-    hz = os.sysconf("SC_CLK_TCK")
-    tree_cpu = sum(tree_ticks.values()) / hz
-    sampler_cpu = _self_cpu() - self0  # this process's sampling: also a load on the machine, reported apart
-    other_cpu = max(0.0, (_busy_ticks() - busy0) / hz - tree_cpu - sampler_cpu)
-    # Let Ray's processes (orphaned when the driver exits) go before the next measurement starts.
-    deadline = time.time() + 30
-    while time.time() < deadline and any(os.path.exists(f"/proc/{p}") and _comm(p) != "?" and _is_alive(p) for p in seen):
-        time.sleep(0.2)
-    if child.returncode != 0:
-        raise SystemExit(f"[{label}] worker failed with exit code {child.returncode}")
-    with open(result_path) as f:
-        result = json.load(f)
-    os.unlink(result_path)
-    result.update(
-        label=label, peak_pss_mb=peak_pss / 1024, peak_rss_mb=peak_rss / 1024, peak_dev_shm_growth_mb=peak_shm / 1024**2,
-        samples=samples, max_processes=max_procs, process_wall_s=wall, tree_cpu_s=tree_cpu,
-        other_cpu_s=other_cpu, sampler_cpu_s=sampler_cpu, other_cores=other_cpu / wall, loadavg_before=load0,
-        peak_breakdown_mb={k: round(v, 1) for k, v in sorted(peak_breakdown.items(), key=lambda kv: -kv[1])},
-    )
-    print(
-        f"[{label}] {result['rows']:,} rows in {result['seconds']:.1f} s, peak PSS {result['peak_pss_mb']:,.0f} MB "
-        f"over up to {max_procs} processes ({samples} samples), /dev/shm growth {result['peak_dev_shm_growth_mb']:,.0f} MB",
-        flush=True,
-    )
-    print(
-        f"[{label}] CPU: this tree {tree_cpu:.1f} s in {wall:.1f} s of process wall time; other processes on the machine "
-        f"{other_cpu:.1f} s ({other_cpu / wall:.2f} cores; load average before {load0:.2f}); the memory sampler {sampler_cpu:.1f} s"
-        + ("  <-- CONTENDED: the timings are unreliable, run again on a quiet machine" if other_cpu / wall > 0.25 else ""),
-        flush=True,
-    )
-    return result
-
-
-def _is_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] not in (b"Z", b"X")
-
-
-# --------------------------------------------------------------------------------------------------
-# 4. The run and the table
+# 3. The run and the table
 # --------------------------------------------------------------------------------------------------
 
 
@@ -430,7 +288,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the resampling and shifts")
     p.add_argument("--sample-every", type=float, default=0.15, help="seconds between memory samples")
     p.add_argument("--csv-chunk-bytes", type=int, help="DataSources.csv_chunk_bytes for the Ray paths (default: handvae's)")
-    p.add_argument("--skip", nargs="*", default=[], choices=["seed", "ray", "prepare"], help="paths not to run")
+    p.add_argument("--skip", nargs="*", default=[], choices=["seed", "cli", "ray", "prepare"], help="paths not to run")
     a = p.parse_args()
 
     full = os.path.join(a.work_dir, f"az_resampled_{a.rows}_seed{a.seed}.csv")
@@ -445,12 +303,16 @@ def main() -> None:
     print(f"[code] handvae at {code['commit']}" + (f", uncommitted changes in {len(code['dirty'])} file(s) under handvae/" if code["dirty"] else ""))
     runs = {}
     if "seed" not in a.skip:
-        runs["seed"] = run_measured(["seed", full], a.sample_every, "seed")
+        runs["seed"] = run_worker(["seed", full], a.sample_every, "seed")
+    if "cli" not in a.skip:
+        # As a new user runs it: the whole `handvae data` process (Python start-up, imports, Ray's
+        # start, the read and validation of every row, the summary) against the seed's whole process.
+        runs["cli"] = run_measured([sys.executable, "-m", "handvae.cli", "data", "--letters-csv", full], a.sample_every, "cli")
     if "ray" not in a.skip:
-        runs["ray"] = run_measured(["ray", full, *chunk], a.sample_every, "ray")
+        runs["ray"] = run_worker(["ray", full, *chunk], a.sample_every, "ray")
     if "prepare" not in a.skip:
-        runs["prepare"] = run_measured(["prepare", full, "--prepared-dir", prepared, *chunk], a.sample_every, "prepare")
-        runs["prepared_read"] = run_measured(["prepared_read", full, "--prepared-dir", prepared], a.sample_every, "prepared_read")
+        runs["prepare"] = run_worker(["prepare", full, "--prepared-dir", prepared, *chunk], a.sample_every, "prepare")
+        runs["prepared_read"] = run_worker(["prepared_read", full, "--prepared-dir", prepared], a.sample_every, "prepared_read")
 
     print()
     print(f"Ingest of {a.rows:,} rows ({file_info['bytes'] / 1e6:,.0f} MB CSV, resampled from the real file) into batches of {BATCH}, "
@@ -466,6 +328,8 @@ def main() -> None:
         "prepared_read": "c2. ray read prepared parquet",
     }
     for key, r in runs.items():
+        if key == "cli":
+            continue
         with_init = f"{r['seconds_with_startup']:9.1f}" if "seconds_with_startup" in r else f"{'':>9}"
         speed = f"{seed['seconds'] / r['seconds']:12.2f}x" if seed else ""
         mem = f"{r['peak_pss_mb'] / seed['peak_pss_mb']:10.0%}" if seed else ""
@@ -495,6 +359,22 @@ def main() -> None:
             f"[{'MET' if speedup >= TARGET_SPEEDUP else 'MISSED'}], {speedup_init:.2f}x with it "
             f"[{'MET' if speedup_init >= TARGET_SPEEDUP else 'MISSED'}]; <= {TARGET_MEMORY:.0%} of seed peak memory: {mem:.0%} "
             f"[{'MET' if mem <= TARGET_MEMORY else 'MISSED'}]; rows {r['rows']:,} {'== ' if r['rows'] == a.rows else '!= '}{a.rows:,}"
+        )
+    if seed and "cli" in runs:
+        cli, ratio = runs["cli"], seed["process_wall_s"] / runs["cli"]["process_wall_s"]
+        verdicts["first_read_whole_process"] = ratio
+        print(
+            f"first read as a new user runs it (whole processes): `handvae data --letters-csv` {cli['process_wall_s']:.1f} s, "
+            f"{cli['peak_pss_mb']:,.0f} MB; the seed's process {seed['process_wall_s']:.1f} s, {seed['peak_pss_mb']:,.0f} MB: "
+            f"{ratio:.2f}x [{'MET' if ratio >= 1 else 'MISSED'}: target >= 1x]"
+        )
+    if seed and "prepared_read" in runs:
+        r = runs["prepared_read"]
+        speedup, mem = seed["seconds"] / r["seconds"], r["peak_pss_mb"] / seed["peak_pss_mb"]
+        verdicts.update(prepared_speedup=speedup, prepared_memory_ratio=mem)
+        print(
+            f"prepared read vs seed, without Ray's start-up: {speedup:.2f}x [{'MET' if speedup >= TARGET_SPEEDUP else 'MISSED'}: "
+            f"target >= {TARGET_SPEEDUP:.0f}x], memory {mem:.0%} [{'MET' if mem <= TARGET_MEMORY else 'MISSED'}: target <= {TARGET_MEMORY:.0%}]"
         )
     for key in ("ray", "prepared_read"):
         if seed and key in runs:

@@ -3,6 +3,7 @@
     handvae data                                  # summarise the bundled sample
     handvae data --letters-csv "A_Z Handwritten Data.csv" --mnist-dir data/mnist
     handvae prepare --letters-csv ... --mnist-dir ... --out data/prepared
+    handvae train --dataset generated/NAME        # a folder written by `handvae generate` or `handvae prepare`
 """
 
 import functools
@@ -22,6 +23,7 @@ LettersCsv = Annotated[Optional[str], typer.Option("--letters-csv", help="Kaggle
 MnistDir = Annotated[Optional[str], typer.Option("--mnist-dir", help="MNIST root in torchvision's layout (ROOT/MNIST/raw/*-ubyte[.gz]).")]
 Download = Annotated[bool, typer.Option("--download", help="Fetch MNIST into --mnist-dir with torchvision (needs a network).")]
 Prepared = Annotated[Optional[str], typer.Option("--prepared", help="A folder written by `handvae prepare` (instead of raw sources).")]
+Dataset = Annotated[Optional[str], typer.Option("--dataset", help="A folder written by `handvae prepare` or `handvae generate`: a path or URI.")]
 SplitSeed = Annotated[int, typer.Option("--split-seed", help="Seed of the letters' 80/20 train/test split.")]
 
 
@@ -54,11 +56,13 @@ def reports_user_errors(command):
     return wrapper
 
 
-def _sources(letters_csv, mnist_dir, download, prepared, split_seed):
+def _sources(letters_csv, mnist_dir, download, prepared, split_seed, dataset=None):
     from handvae.data.datasets import DataSources
     from handvae.data.kaggle_csv import inspect_csv
 
-    sources = DataSources(letters_csv=letters_csv, mnist_dir=mnist_dir, download=download, prepared_dir=prepared, split_seed=split_seed)
+    sources = DataSources(
+        letters_csv=letters_csv, mnist_dir=mnist_dir, download=download, prepared_dir=prepared, split_seed=split_seed, dataset=dataset
+    )
     if letters_csv:
         inspect_csv(letters_csv)  # a missing, unreadable, archived or header-only file fails now, before Ray starts
     return sources
@@ -72,16 +76,17 @@ def data(
     download: Download = False,
     prepared: Prepared = None,
     split_seed: SplitSeed = 0,
+    dataset: Dataset = None,
 ):
     """Read and validate every row, then print rows per source, split and class."""
     from handvae.data.datasets import read_split, summarize
     from handvae.runtime import init_ray
 
-    sources = _sources(letters_csv, mnist_dir, download, prepared, split_seed)
+    sources = _sources(letters_csv, mnist_dir, download, prepared, split_seed, dataset)
     init_ray()
     summary = summarize(read_split(sources, None))
     if sources.is_sample:
-        typer.echo("bundled sample (no --letters-csv/--mnist-dir/--prepared given)")
+        typer.echo("bundled sample (no --letters-csv/--mnist-dir/--prepared/--dataset given)")
     typer.echo(f"{'rows':>8}  {'split':<5}  source")
     for (source, split), rows in sorted(summary.rows_by_source.items()):
         typer.echo(f"{rows:>8}  {split:<5}  {source}")
@@ -118,6 +123,8 @@ def train(
     download: Download = False,
     prepared: Prepared = None,
     split_seed: SplitSeed = 0,
+    dataset: Dataset = None,
+    data_feed: Annotated[Optional[str], typer.Option("--data-feed", help="auto (default), memory or stream: how workers get the data (README, Training).")] = None,
     preset: Annotated[str, typer.Option("--preset", help="Named recipe: `handvae` (the default) or `seed` (the notebook's).")] = DEFAULT_PRESET,
     config_file: Annotated[Optional[str], typer.Option("--config", help="TOML or JSON file of TrainConfig fields.")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
@@ -143,9 +150,10 @@ def train(
     overrides = dict(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, num_workers=num_workers, use_gpu=use_gpu,
         bf16=bf16, seed=seed, checkpoint_every=checkpoint_every, max_failures=max_failures, tensorboard=tensorboard, report=report,
+        data_feed=data_feed,
     )
     config = resolve_config(preset, config_file, overrides)
-    sources = _sources(letters_csv, mnist_dir, download, prepared, split_seed)
+    sources = _sources(letters_csv, mnist_dir, download, prepared, split_seed, dataset)
     run_name = run_name or datetime.now().strftime("train-%Y%m%d-%H%M%S")
     try:
         result = run_training(config, sources, run_name, storage_path)

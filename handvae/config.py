@@ -18,6 +18,7 @@ from handvae.model import VAEConfig
 
 
 LR_SCHEDULES = ("constant", "cosine")
+DATA_FEEDS = ("auto", "memory", "stream")
 
 
 def _require(name, value, kind, check, expected):
@@ -93,6 +94,12 @@ class TrainConfig:
     """Random shifts, rotations and scalings of training images (off in the seed, always off in evaluation)."""
     drawing: Drawing = field(default_factory=Drawing)
     """How generation draws characters with the trained model; saved in the model file."""
+    data_feed: str = "auto"
+    """How workers get the training data. "memory": each worker holds the whole train and test
+    sets (one read, fastest per epoch while they fit); "stream": each worker reads only its share
+    of a data set folder every epoch, memory bounded by its buffers (`handvae.data.streaming`);
+    "auto": stream a data set folder whose images exceed `handvae.train.IN_MEMORY_LIMIT_BYTES`,
+    keep anything smaller, and raw sources, in memory."""
     fail_once_at_epoch: int | None = None
     """Fault drill: rank 0 raises once at the end of this epoch, before its checkpoint."""
 
@@ -109,6 +116,10 @@ class TrainConfig:
             raise ConfigError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         _require("class_balance", self.class_balance, (int, float), lambda v: 0 <= v <= 1, "a number in [0, 1]")
         _require("teacher_forcing", self.teacher_forcing, (int, float), lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        if self.data_feed not in DATA_FEEDS:
+            raise ConfigError(f"data_feed must be one of {DATA_FEEDS}, got {self.data_feed!r}")
+        if self.data_feed == "stream" and self.class_balance:
+            raise ConfigError("class_balance draws from the whole training set: it needs data_feed memory (or auto)")
         if self.bf16 and not self.use_gpu:
             raise ConfigError("bf16 autocast needs use_gpu")
         if self.fail_once_at_epoch is not None:

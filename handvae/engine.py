@@ -6,7 +6,7 @@ Each function returns sums (not means) as one float64 tensor, so ranks can all-r
 """
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +27,44 @@ TRAIN_SUMS = ("images", "cat_loss", "recon_loss", "kl_loss")
 EVAL_SUMS = ("images", "correct", "recon_correct_pixels", "pixels", "cat_loss", "recon_loss", "kl_loss")
 
 
+def train_steps(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    epoch: int,
+    config: TrainConfig,
+    latent_sums: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One optimiser step per batch of uint8 images (B, 28, 28) and labels (B,), on the model's
+    device. With `latent_sums` (classes, latent + 1), also adds each image's posterior mean z to
+    its class's row and 1 to the row's last column: the class latent means, accumulated in the
+    epoch's own forward passes instead of another pass over the data."""
+    model.train()
+    device = _device(model)
+    loss_sums = torch.zeros(3, dtype=torch.float64, device=device)  # on the device: no sync per step
+    images_seen = 0
+    for images, labels in batches:
+        x, y = model_inputs(images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
+        x = augment(x, config.augment)
+        decoder_labels = None
+        if config.teacher_forcing:
+            forced = torch.rand(len(y), device=device) < config.teacher_forcing
+            decoder_labels = torch.where(forced, y, -1)
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(x.device, config.bf16):
+            x_recon, z_mean, log_z_var, y_logits = model(x, decoder_labels=decoder_labels)
+            terms = loss_terms(x, y, x_recon, z_mean, log_z_var, y_logits)
+        total_loss(terms, config.loss, epoch).backward()
+        optimizer.step()
+        loss_sums += torch.stack([terms.cat, terms.recon, terms.kl]).detach().double() * len(y)
+        images_seen += len(y)
+        if latent_sums is not None:
+            with torch.no_grad():
+                counted = torch.cat([z_mean.detach().double(), torch.ones(len(y), 1, dtype=torch.float64, device=device)], dim=1)
+                latent_sums.index_add_(0, y, counted)
+    return torch.cat([torch.tensor([float(images_seen)], dtype=torch.float64), loss_sums.cpu()])
+
+
 def train_epoch(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -35,26 +73,16 @@ def train_epoch(
     order: torch.Tensor,
     epoch: int,
     config: TrainConfig,
+    latent_sums: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Steps over `images[order]` in batches of config.batch_size; the last may be smaller, as in the seed."""
-    model.train()
-    device = images.device
-    loss_sums = torch.zeros(3, dtype=torch.float64, device=device)  # on the device: no sync per step
-    for start in range(0, len(order), config.batch_size):
-        index = order[start : start + config.batch_size]
-        x, y = model_inputs(images[index], labels[index])
-        x = augment(x, config.augment)
-        decoder_labels = None
-        if config.teacher_forcing:
-            forced = torch.rand(len(y), device=device) < config.teacher_forcing
-            decoder_labels = torch.where(forced, y, -1)
-        optimizer.zero_grad(set_to_none=True)
-        with _autocast(x.device, config.bf16):
-            terms = loss_terms(x, y, *model(x, decoder_labels=decoder_labels))
-        total_loss(terms, config.loss, epoch).backward()
-        optimizer.step()
-        loss_sums += torch.stack([terms.cat, terms.recon, terms.kl]).detach().double() * len(index)
-    return torch.cat([torch.tensor([float(len(order))], dtype=torch.float64), loss_sums.cpu()])
+    """`train_steps` over `images[order]` in batches of config.batch_size; the last may be smaller, as in the seed."""
+    batches = ((images[index], labels[index]) for index in order.split(config.batch_size))
+    return train_steps(model, optimizer, batches, epoch, config, latent_sums)
+
+
+def latent_means(latent_sums: torch.Tensor) -> torch.Tensor:
+    """(classes, latent) means from `train_steps`' sums; 0 for a class without images."""
+    return (latent_sums[:, :-1] / latent_sums[:, -1:].clamp_min(1)).float()
 
 
 def epoch_order(labels: torch.Tensor, config: TrainConfig, epoch: int) -> torch.Tensor:
@@ -94,13 +122,19 @@ def predict(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, 
 
 
 def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """`evaluate_batches` over in-memory tensors."""
+    return evaluate_batches(model, ((images[s : s + batch_size], labels[s : s + batch_size]) for s in range(0, len(labels), batch_size)))
+
+
+def evaluate_batches(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """The seed's test figures as sums (EVAL_SUMS): classification hits, reconstruction hits per
     pixel, and the loss terms. Every image counts once."""
     model.eval()
+    device = _device(model)
     sums = torch.zeros(len(EVAL_SUMS), dtype=torch.float64)
-    for start in range(0, len(labels), batch_size):
-        y = labels[start : start + batch_size]
-        out = predict(model, images[start : start + batch_size], y)
+    for images, labels in batches:
+        y = labels.to(device)
+        out = predict(model, images.to(device), y)
         figures = [len(y), (out.predicted == y).sum(), out.recon_hits.sum(), out.recon_hits.numel(), out.terms.cat.sum(), out.terms.recon.sum(), out.terms.kl.sum()]
         sums += torch.tensor([float(f) for f in figures], dtype=torch.float64)
     return sums
@@ -139,6 +173,11 @@ def epoch_figures(train_sums: torch.Tensor, eval_sums: torch.Tensor) -> dict[str
         "train_images": int(train["images"]),
         "test_images": int(test["images"]),
     }
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    """Where the model's parameters are: batches read on the CPU go there."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def _autocast(device: torch.device, bf16: bool):

@@ -2,14 +2,23 @@
 
     handvae train                                    # bundled sample, embedded local Ray
     handvae train --letters-csv "A_Z Handwritten Data.csv" --mnist-dir data/mnist --num-workers 2
+    handvae train --dataset generated/NAME           # a folder written by `handvae generate` or `handvae prepare`
     RAY_ADDRESS=... handvae train ... --use-gpu --storage-path s3://bucket/runs --run-name exp1
 
-Each worker reads the train and test sets once through `get_dataset_shard` and `iter_torch_batches`
-into memory (uint8, 55 MB per 70k images), sorted by a stable key. Every epoch all ranks draw the
-same permutation from (seed, epoch) and take disjoint, equal slices: the same number of steps on
-every rank (no all-reduce hang), a global shuffle, and weights that depend only on the seed and the
-worker count. The sampling noise is seeded from (seed, epoch, rank), so a run resumed from a
-checkpoint continues exactly as if it had never stopped.
+Two ways to feed the workers (`TrainConfig.data_feed`; the run prints which it takes):
+- in memory (raw sources, and data set folders up to IN_MEMORY_LIMIT_BYTES of images): the driver
+  reads and validates the data once; each worker loads the train and test sets through
+  `get_dataset_shard` into memory (uint8, 55 MB per 70k images), sorted by a stable key. Every
+  epoch all ranks draw the same permutation from (seed, epoch) and take disjoint, equal slices.
+- streaming (larger data set folders): the driver reads only the files' footers; every epoch each
+  worker reads its own share of the rows with Ray Data, shuffled by units and in bounded windows
+  (`handvae.data.streaming`), and never holds more than a window.
+Either way every rank runs the same number of steps (no all-reduce hang), the rows dropped to keep
+ranks equal are fewer than the workers, and the weights depend only on the seed and the worker
+count. The sampling noise is seeded from (seed, epoch, rank), so a run resumed from a checkpoint
+continues exactly as if it had never stopped. The class latent means (`VAE.class_latent_means`)
+are summed in the last epoch's own forward passes and all-reduced, so the last checkpoint, and
+the model file exported from it, carry them.
 
 The run folder STORAGE/NAME/ holds Ray's checkpoints, config.json, metrics.jsonl (one record per
 epoch) and, at the end, model.pt (see `handvae.checkpoint`).
@@ -33,9 +42,11 @@ from ray.train.torch import TorchTrainer
 from handvae import storage
 from handvae.checkpoint import RunCheckpoints, TrainingState, save_model
 from handvae.config import TrainConfig
-from handvae.errors import ConfigError
-from handvae.data.datasets import DataSources, read_split, sorted_tensors, training_columns
-from handvae.engine import class_latent_means, epoch_figures, epoch_order, evaluate, train_epoch
+from handvae.errors import ConfigError, DataError
+from handvae.data import folders
+from handvae.data.datasets import DataSources, plan_sources_folder, read_split, sorted_tensors, stream_blocks, training_columns
+from handvae.data.streaming import epoch_slices, in_order_batches, shuffled_batches
+from handvae.engine import epoch_figures, epoch_order, evaluate_batches, latent_means, train_steps
 from handvae.model import VAE
 from handvae.runtime import check_workers_fit, init_ray, keeping_sigint_handler
 
@@ -46,6 +57,10 @@ FAULT_MARKER = ".fault-drill-done"
 # Fields that may change when a run is resumed; any other change would silently mix two recipes.
 RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "max_failures", "tensorboard", "report", "fail_once_at_epoch"}
 REPORT_DIR = "report"
+IN_MEMORY_LIMIT_BYTES = 512 << 20
+"""data_feed "auto" streams a data set folder whose train and test images are larger: each worker
+would otherwise hold a copy of them, and the driver's object store another."""
+EVAL_BATCH = 1024
 
 
 @dataclass(frozen=True)
@@ -64,16 +79,18 @@ def run_training(config: TrainConfig, sources: DataSources, run_name: str, stora
     checkpoints.set_aside_stale_ray_snapshot()
     _check_local_outputs(config, run_dir)
     check_workers_fit(config.num_workers, config.use_gpu)
+    folder = plan_sources_folder(sources)  # a data set folder: its footers only; None for raw sources
+    stream = _streams(config, folder)
     init_ray(extra_cpus=config.num_workers)
-    # Rewritten by every start: a run folder that never reached a checkpoint holds no recipe.
-    storage.write_bytes(storage.join(run_dir, CONFIG_FILE), json.dumps({"train": config.to_dict(), "data": sources.describe()}, indent=2).encode())
 
-    # Read and validated once, here: bad data fails before any worker starts, and workers fetch
-    # blocks from the object store instead of each re-running the readers.
-    datasets = {split: training_columns(read_split(sources, split)).materialize() for split in ("train", "test")}
+    print(_feed_line(config, folder, stream), flush=True)
+    # In memory: read and validated once, here, so bad data fails before any worker starts, and
+    # workers fetch blocks from the object store instead of each re-running the readers.
+    datasets = {} if stream else {split: training_columns(read_split(sources, split)).materialize() for split in ("train", "test")}
+    storage.write_bytes(storage.join(run_dir, CONFIG_FILE), json.dumps({"train": config.to_dict(), "data": sources.describe()}, indent=2).encode())
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": config.to_dict(), "run_dir": run_dir},
+        train_loop_config={"config": config.to_dict(), "run_dir": run_dir, "folder": folder if stream else None},
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
         run_config=RunConfig(
             name=run_name,
@@ -83,15 +100,14 @@ def run_training(config: TrainConfig, sources: DataSources, run_name: str, stora
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
         datasets=datasets,
-        # Every worker gets every row; the worker loop takes its slice (see the module docstring).
+        # In memory, every worker gets every row and takes its slice (see the module docstring).
         dataset_config=DataConfig(datasets_to_split=[]),
     )
     with keeping_sigint_handler():
         trainer.fit()
     _, state = checkpoints.latest(quiet=True)  # the final epoch's; model.pt is exported from it
     model = VAE(config.model)
-    model.load_state_dict(state.model_state)
-    model.class_latent_means.copy_(class_latent_means(model, *sorted_tensors(datasets["train"].iter_torch_batches(batch_size=8192))))
+    model.load_state_dict(state.model_state)  # with the class latent means of the last epoch
     model_path = storage.join(run_dir, MODEL_FILE)
     metadata = {"run_name": run_name, "epoch": state.epoch, "train_config": config.to_dict(), "data": sources.describe(), "drawing": config.drawing.to_dict()}
     save_model(model_path, model, metadata=metadata)
@@ -125,31 +141,30 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ddp_model = ray.train.torch.prepare_model(model)
 
     started = time.perf_counter()
-    train_images, train_labels = _load_sorted(ray.train.get_dataset_shard("train"), device)
-    test_images, test_labels = _load_sorted(ray.train.get_dataset_shard("test"), device)
-    # Disjoint slices: with all ranks' counts summed, every test image counts exactly once.
-    test_images, test_labels = test_images[rank::world], test_labels[rank::world]
-    per_rank = len(train_labels) // world
-    if per_rank == 0:
-        raise ValueError(f"{len(train_labels)} training images cannot be shared by {world} workers")
-    total_test = int(_all_sum(torch.tensor([len(test_labels)], dtype=torch.float64)).item())
+    folder = loop_config["folder"]
+    feed = StreamingFeed(folder, config, rank, world) if folder else InMemoryFeed(config, rank, world, device)
     if rank == 0:
         print(
-            f"loaded {len(train_labels)} train and {total_test} test images in {time.perf_counter() - started:.1f}s; "
-            f"{world} worker(s), {-(-per_rank // config.batch_size)} steps per epoch",
+            f"{'streaming' if folder else 'loaded'} {feed.train_rows} train and {feed.test_rows} test images in "
+            f"{time.perf_counter() - started:.1f}s; {world} worker(s), {feed.per_rank} images and "
+            f"{-(-feed.per_rank // config.batch_size)} steps per worker per epoch"
+            + (f"; {feed.train_rows - feed.per_rank * world} image(s) left out each epoch to keep the workers equal" if feed.train_rows % world else ""),
             flush=True,
         )
 
     scalars = _tensorboard_writer(run_dir) if config.tensorboard and rank == 0 else None
     for epoch in range(start_epoch, config.epochs + 1):
-        order = epoch_order(train_labels.cpu(), config, epoch)[rank : per_rank * world : world].to(device)
         torch.manual_seed((config.seed * 1_000_003 + epoch) * 10_007 + rank)  # sampling noise, augmentation
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate_at(epoch)
+        last = epoch == config.epochs
+        latent_sums = torch.zeros(config.model.num_classes, config.model.num_latent + 1, dtype=torch.float64, device=device) if last else None
         started = time.perf_counter()
-        train_sums = train_epoch(ddp_model, optimizer, train_images, train_labels, order, epoch, config)
+        train_sums = train_steps(ddp_model, optimizer, feed.train_batches(epoch), epoch, config, latent_sums)
         train_seconds = time.perf_counter() - started
-        eval_sums = evaluate(model, test_images, test_labels)
+        eval_sums = evaluate_batches(model, feed.test_batches())
+        if last:
+            model.class_latent_means.copy_(latent_means(_all_sum(latent_sums)))
         record = {"epoch": epoch, **epoch_figures(_all_sum(train_sums), _all_sum(eval_sums))}
         record["images_per_second"] = record["train_images"] / train_seconds
         history.append(record)
@@ -165,6 +180,74 @@ def train_loop_per_worker(loop_config: dict) -> None:
             _report_with_checkpoint(record, rank, model, optimizer, epoch, config, history)
         else:
             ray.train.report(record)
+
+
+class InMemoryFeed:
+    """The whole train and test sets in this worker, sorted by a stable key; each epoch a slice of
+    the epoch's permutation (see the module docstring)."""
+
+    def __init__(self, config: TrainConfig, rank: int, world: int, device: torch.device):
+        self.config, self.rank, self.world = config, rank, world
+        self.images, self.labels = _load_sorted(ray.train.get_dataset_shard("train"), device)
+        test_images, test_labels = _load_sorted(ray.train.get_dataset_shard("test"), device)
+        # Disjoint slices: with all ranks' counts summed, every test image counts exactly once.
+        self.test_images, self.test_labels = test_images[rank::world], test_labels[rank::world]
+        self.train_rows, self.test_rows, self.per_rank = len(self.labels), len(test_labels), len(self.labels) // world
+        _check_share(self.train_rows, world)
+
+    def train_batches(self, epoch: int):
+        order = epoch_order(self.labels.cpu(), self.config, epoch)[self.rank : self.per_rank * self.world : self.world].to(self.labels.device)
+        return ((self.images[index], self.labels[index]) for index in order.split(self.config.batch_size))
+
+    def test_batches(self):
+        return ((self.test_images[s : s + EVAL_BATCH], self.test_labels[s : s + EVAL_BATCH]) for s in range(0, len(self.test_labels), EVAL_BATCH))
+
+
+class StreamingFeed:
+    """This worker's share of a data set folder, read with Ray Data every epoch (see
+    `handvae.data.streaming`): the train rows shuffled, the test rows in order."""
+
+    def __init__(self, plan: folders.FolderPlan, config: TrainConfig, rank: int, world: int):
+        self.plan, self.config, self.rank, self.world = plan, config, rank, world
+        self.train_rows, self.test_rows = plan.rows("train"), plan.rows("test")
+        self.per_rank = self.train_rows // world
+        _check_share(self.train_rows, world)
+
+    def train_batches(self, epoch: int):
+        seed = self.config.seed
+        slices = epoch_slices([u.rows[0] for u in self.plan.units], self.world, self.rank, seed, epoch)
+        return shuffled_batches(stream_blocks(self.plan, "train", slices), self.config.batch_size, seed, epoch, self.rank)
+
+    def test_batches(self):
+        slices = epoch_slices([u.rows[1] for u in self.plan.units], self.world, self.rank, self.config.seed, 0, shuffle=False)
+        return in_order_batches(stream_blocks(self.plan, "test", slices), EVAL_BATCH)
+
+
+def _check_share(train_rows: int, world: int) -> None:
+    if train_rows < world:
+        raise DataError(f"{train_rows} training images cannot be shared by {world} workers")
+
+
+def _streams(config: TrainConfig, folder: folders.FolderPlan | None) -> bool:
+    if config.data_feed == "stream" and folder is None:
+        raise ConfigError("data_feed stream reads a data set folder (--dataset); convert raw sources with `handvae prepare` first")
+    if config.data_feed != "auto":
+        return config.data_feed == "stream"
+    return folder is not None and not config.class_balance and _image_bytes(folder) > IN_MEMORY_LIMIT_BYTES
+
+
+def _image_bytes(folder: folders.FolderPlan) -> int:
+    return (folder.rows("train") + folder.rows("test")) * folders.IMAGE_PIXELS
+
+
+def _feed_line(config: TrainConfig, folder: folders.FolderPlan | None, stream: bool) -> str:
+    if folder is None:
+        return "data: in memory (raw sources are read whole; `handvae prepare` them into a folder to stream)"
+    size = f"{folder.rows('train'):,} train and {folder.rows('test'):,} test images ({_image_bytes(folder) / 2**20:,.0f} MiB)"
+    rule = f"data_feed {config.data_feed}" if config.data_feed != "auto" else f"auto: streamed above {IN_MEMORY_LIMIT_BYTES / 2**20:,.0f} MiB"
+    if stream:
+        return f"data: streaming {size} from {folder.root}; each of {config.num_workers} workers reads its share every epoch ({rule})"
+    return f"data: in memory, {size} from {folder.root} in every worker ({rule})"
 
 
 def _load_sorted(shard, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

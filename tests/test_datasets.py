@@ -89,7 +89,7 @@ def test_a_prepared_folder_with_foreign_images_is_refused(tmp_path):
     (tmp_path / "_SUCCESS").touch()
     table = pa.table({"image": pa.array([b"\x00" * 10]), "label": pa.array([1], pa.uint8()), "source": ["x"], "row": [0], "split": ["train"]})
     pq.write_table(table, tmp_path / "train" / "part-0.parquet")
-    with pytest.raises(DataError, match=r"image column is binary with 0 nulls; expected fixed_size_binary\[784\]"):
+    with pytest.raises(DataError, match=r"train/part-0.parquet: images are `image` binary; expected `pixels` or `image` as fixed_size_binary\[784\]"):
         summarize(read_split(DataSources(prepared_dir=str(tmp_path)), "train"))
 
 

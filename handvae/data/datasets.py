@@ -1,17 +1,18 @@
 """Ray Data datasets over the readers: the one place data meets Ray.
 
-Every dataset has the columns of `handvae.data.records` (image, label, source, row, split).
+Every dataset of `read_split` has the columns of `handvae.data.records` (image, label, source, row,
+split), whatever the source: the Kaggle CSV, MNIST IDX files, or a data set folder (prepared or
+generated, `handvae.data.folders`). `stream_blocks` reads a training worker's share of a folder
+for one epoch (`handvae.data.streaming` says which rows, in which order).
 """
 
 import os
-import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass
 from importlib import resources
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 import ray
 import ray.data
 from ray.data.block import BlockAccessor, BlockMetadata
@@ -20,18 +21,16 @@ from ray.data.exceptions import UserCodeException
 from ray.data.extensions import ArrowTensorArray
 
 from handvae import outputs, storage
-from handvae.data import kaggle_csv, mnist_idx
+from handvae.data import folders, kaggle_csv, mnist_idx
+from handvae.data.folders import MANIFEST, PACKED_IMAGE, SUCCESS_MARKER, order_keys
 from handvae.errors import DataError, OutputError
 from handvae.data.records import COLUMNS, IMAGE_PIXELS, IMAGE_SIDE, SPLITS, Batch, resolve_path, select
 from handvae.labels import NUM_CLASSES
 
-SUCCESS_MARKER = "_SUCCESS"
-MANIFEST = "manifest.json"
 _MNIST_BLOCK_ROWS = 8192
 _PARQUET_FILE_ROWS = 50_000  # ~40 MB of images a file: a read task each
-# Prepared parquet stores each image as 784 raw bytes. Ray's own tensor column is a list<uint8> in
-# parquet, which pyarrow decodes ~40x slower (2 s against 0.05 s for 57k images).
-PACKED_IMAGE = pa.binary(IMAGE_PIXELS)
+# Prepared parquet stores each image as 784 raw bytes (folders.PACKED_IMAGE). Ray's own tensor column
+# is a list<uint8> in parquet, which pyarrow decodes ~40x slower (2 s against 0.05 s for 57k images).
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,11 @@ class DataSources:
     download: bool = False
     """Fetch MNIST into mnist_dir with torchvision first (needs a network)."""
     prepared_dir: str | None = None
-    """A folder written by `handvae prepare`; excludes the other sources."""
+    """A folder written by `handvae prepare`; excludes the other sources (the same reader as `dataset`)."""
+    dataset: str | None = None
+    """A folder (path or URI) written by `handvae prepare` or `handvae generate`; excludes the other
+    sources. A folder without a split column is split by a seeded hash of each row's key
+    (split_seed, test_fraction), see `handvae.data.folders`."""
     split_seed: int = 0
     """Seed of the letters' train/test split (MNIST keeps its own split)."""
     test_fraction: float = 0.2
@@ -54,8 +57,10 @@ class DataSources:
     """Bytes of CSV per read task; by default about 16 tasks for a small file, 16 MB for a large one."""
 
     def __post_init__(self):
-        if self.prepared_dir and (self.letters_csv or self.mnist_dir):
-            raise DataError("give either a prepared folder or raw sources (--letters-csv/--mnist-dir), not both")
+        if self.prepared_dir and self.dataset:
+            raise DataError("give --dataset or --prepared, not both")
+        if (self.prepared_dir or self.dataset) and (self.letters_csv or self.mnist_dir):
+            raise DataError("give either a data set folder (--dataset/--prepared) or raw sources (--letters-csv/--mnist-dir), not both")
         if self.download and not self.mnist_dir:
             raise DataError("--download needs --mnist-dir: the folder to download MNIST into")
         if not 0.0 < self.test_fraction < 1.0:
@@ -65,7 +70,7 @@ class DataSources:
 
     @property
     def is_sample(self) -> bool:
-        return not (self.letters_csv or self.mnist_dir or self.prepared_dir)
+        return not (self.letters_csv or self.mnist_dir or self.prepared_dir or self.dataset)
 
     def describe(self) -> dict:
         """What a run records about its data."""
@@ -82,8 +87,9 @@ def read_split(sources: DataSources, split: str | None) -> ray.data.Dataset:
     if split is not None and split not in SPLITS:
         raise DataError(f"split must be one of {SPLITS}, got {split!r}")
     splits = SPLITS if split is None else (split,)
-    if sources.prepared_dir or sources.is_sample:
-        return _read_prepared(sources.prepared_dir or sample_dir(), splits)
+    plan = plan_sources_folder(sources)
+    if plan:
+        return read_folder(plan, splits)
     parts = []
     if sources.letters_csv:
         parts.append(read_letters_csv(sources.letters_csv, splits, sources))
@@ -147,14 +153,6 @@ def training_columns(dataset: ray.data.Dataset) -> ray.data.Dataset:
     return dataset.map_batches(_with_order_key, batch_format="numpy", batch_size=None).select_columns(TRAINING_COLUMNS)
 
 
-def order_keys(sources: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """A non-negative int64 per record from its (source file, row): the same record gets the same
-    key however the data was cut into blocks."""
-    source_ids = {s: zlib.crc32(s.encode()) & 0x7FFFFFFF for s in set(sources.tolist())}
-    ids = np.fromiter((source_ids[s] for s in sources.tolist()), dtype=np.int64, count=len(sources))
-    return (ids << 32) | rows.astype(np.int64)
-
-
 def to_tensors(dataset: ray.data.Dataset):
     """All images (N, 28, 28) uint8 and labels (N,) int64 of a dataset as torch tensors in this
     process, in a fixed order (by source and row)."""
@@ -187,54 +185,93 @@ def _from_batch(batch: Batch) -> ray.data.Dataset:
     return ray.data.from_arrow(blocks)
 
 
-def _read_prepared(directory: str, splits: tuple[str, ...]) -> ray.data.Dataset:
-    fs, root = resolve_path(directory)
-    if fs.get_file_info(f"{root}/{SUCCESS_MARKER}").type != pafs.FileType.File:
-        raise DataError(f"{directory}: not a complete prepared folder (no {SUCCESS_MARKER} marker; run `handvae prepare` again)")
-    files = []
-    for split in splits:
-        listing = fs.get_file_info(pafs.FileSelector(f"{root}/{split}", allow_not_found=True))
-        files += sorted((info.path, info.size) for info in listing if info.path.endswith(".parquet"))
-    if not files:
-        raise DataError(f"{directory}: no parquet files under {'/'.join(splits)}/ (a folder written by `handvae prepare` has them)")
-    return ray.data.read_datasource(PreparedDatasource(directory, files), override_num_blocks=len(files))
+def plan_sources_folder(sources: DataSources) -> folders.FolderPlan | None:
+    """The plan of the parquet folder the sources name (the bundled sample without any), or None
+    for raw sources."""
+    if sources.letters_csv or sources.mnist_dir:
+        return None
+    return folders.plan_folder(sources.dataset or sources.prepared_dir or sample_dir(), sources.split_seed, sources.test_fraction)
 
 
-class PreparedDatasource(Datasource):
-    """One read task per parquet file of a prepared folder, read with pyarrow. Ray's read_parquet
-    would first start actors to read every file's footer: 2 s of a 6 s read on 2 cores
-    (benchmarks/ingest.py), and again in every run on the bundled sample."""
+def read_folder(plan: folders.FolderPlan, splits: tuple[str, ...]) -> ray.data.Dataset:
+    """Records of a data set folder: one read task per parquet file, in blocks of up to
+    folders.READ_BATCH_ROWS rows."""
+    by_file: dict[str, list[folders.Unit]] = {}
+    for unit in plan.units:
+        if sum(unit.rows[SPLITS.index(s)] for s in splits):
+            by_file.setdefault(unit.file, []).append(unit)
+    split = splits[0] if len(splits) == 1 else None
+    tasks = [(units, sum(u.rows[SPLITS.index(s)] for u in units for s in splits), None) for units in by_file.values()]
+    return ray.data.read_datasource(FolderDatasource(plan, split, tasks, provenance=True), override_num_blocks=max(1, len(tasks)))
 
-    def __init__(self, directory: str, files: list[tuple[str, int]]):
+
+def read_slices(plan: folders.FolderPlan, split: str, slices: list[tuple[int, int, int]]) -> ray.data.Dataset:
+    """`image` (fixed_size_binary[784]) and `label` of the given (unit index, start, stop) row ranges
+    of a split, one read task each, for a training worker's share of an epoch."""
+    tasks = [([plan.units[index]], stop - start, (start, stop)) for index, start, stop in slices]
+    return ray.data.read_datasource(FolderDatasource(plan, split, tasks, provenance=False), override_num_blocks=max(1, len(tasks)))
+
+
+STREAM_READ_ROWS = 16_384
+"""Rows a streaming worker reads per Ray Data execution (13 MB of images): what bounds its
+read-ahead. Ray Data's object-store budget (execution_options.resource_limits) did not: with it at
+32 MB, the object store still grew by 335 MB while two workers streamed a million images
+(benchmarks/streaming.py), reads running far ahead of training."""
+
+
+def stream_blocks(plan: folders.FolderPlan, split: str, slices: list[tuple[int, int, int]]):
+    """(images (n, 28, 28) uint8, labels (n,) uint8) of the slices, in the slices' order whatever
+    order the read tasks finish in (preserve_order), read in groups of about STREAM_READ_ROWS rows."""
+    group, rows = [], 0
+    for piece in slices:
+        group.append(piece)
+        rows += piece[2] - piece[1]
+        if rows >= STREAM_READ_ROWS:
+            yield from _stream_group(plan, split, group)
+            group, rows = [], 0
+    if group:
+        yield from _stream_group(plan, split, group)
+
+
+def _stream_group(plan: folders.FolderPlan, split: str, slices: list[tuple[int, int, int]]):
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    for table in read_slices(plan, split, slices).iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
+        packed = table.column("image").combine_chunks()
+        images = np.frombuffer(packed.buffers()[1], dtype=np.uint8, count=len(packed) * IMAGE_PIXELS, offset=packed.offset * IMAGE_PIXELS)
+        yield images.reshape(-1, IMAGE_SIDE, IMAGE_SIDE), table.column("label").to_numpy()
+
+
+class FolderDatasource(Datasource):
+    """Read tasks over row groups of a data set folder, read with pyarrow. Ray's read_parquet would
+    first start actors to read every file's footer: 2 s of a 6 s read on 2 cores (benchmarks/ingest.py),
+    and again in every run on the bundled sample; the plan has read the footers already."""
+
+    def __init__(self, plan: folders.FolderPlan, split: str | None, tasks: list[tuple[list[folders.Unit], int, tuple[int, int] | None]], provenance: bool):
+        """One read task per (units, their rows, a (start, stop) range of the rows or None)."""
         super().__init__()
-        self._directory, self._files = directory, files
+        self._plan, self._split, self._tasks, self._provenance = plan, split, tasks, provenance
 
     def estimate_inmemory_data_size(self) -> int:
-        # The files' size: a low estimate (parquet compresses the images' black background ~3x), but
-        # counting rows would mean reading the footers this datasource exists to skip.
-        return sum(size for _, size in self._files)
+        return sum(rows for _, rows, _ in self._tasks) * (IMAGE_PIXELS + 64)
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None) -> list[ReadTask]:
-        directory = self._directory
+        plan, split, provenance = self._plan, self._split, self._provenance
 
-        def read(path: str):
-            import pyarrow.parquet as pq
-
-            fs, _ = resolve_path(directory)
+        def read(units: list[folders.Unit], row_range: tuple[int, int] | None):
             try:
-                parquet = pq.ParquetFile(fs.open_input_file(path))
-                for index in range(parquet.num_row_groups):
-                    yield _unpack_images(parquet.read_row_group(index, columns=list(COLUMNS)), path)
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise BadInputError(f"{path}: not a readable prepared parquet file ({exc})") from None
+                for unit in units:
+                    for table in folders.read_unit(plan, unit, split, with_provenance=provenance, rows=row_range):
+                        yield _unpack_images(table) if provenance else table
+            except DataError as exc:
+                raise BadInputError(*exc.args) from None
 
         return [
             ReadTask(
-                lambda path=path: read(path),
-                BlockMetadata(num_rows=None, size_bytes=size, exec_stats=None, input_files=(path,)),
+                lambda units=units, row_range=row_range: read(units, row_range),
+                BlockMetadata(num_rows=rows, size_bytes=rows * (IMAGE_PIXELS + 64), exec_stats=None, input_files=tuple(plan.path(u.file) for u in units)),
                 per_task_row_limit=per_task_row_limit,
             )
-            for path, size in self._files
+            for units, rows, row_range in self._tasks
         ]
 
 
@@ -245,14 +282,9 @@ def pack_images(batch: Batch) -> pa.Table:
     return pa.table({name: packed if name == "image" else batch[name] for name in COLUMNS})
 
 
-def _unpack_images(table: pa.Table, path: str) -> pa.Table:
-    packed = table.column("image")
-    if packed.type != PACKED_IMAGE or packed.null_count:
-        raise BadInputError(
-            f"{path}: image column is {packed.type} with {packed.null_count} nulls; expected {PACKED_IMAGE} "
-            "without nulls, as `handvae prepare` writes it"
-        )
-    packed = packed.combine_chunks()
+def _unpack_images(table: pa.Table) -> pa.Table:
+    """The packed fixed_size_binary[784] images as Ray's tensor column (N, 28, 28), without a copy."""
+    packed = table.column("image").combine_chunks()
     pixels = np.frombuffer(packed.buffers()[1], dtype=np.uint8, count=len(packed) * IMAGE_PIXELS, offset=packed.offset * IMAGE_PIXELS)
     images = ArrowTensorArray.from_numpy(pixels.reshape(-1, IMAGE_SIDE, IMAGE_SIDE))
     return table.set_column(table.schema.get_field_index("image"), "image", images)
@@ -267,7 +299,7 @@ def prepare(sources: DataSources, out_dir: str, overwrite: bool = False) -> dict
     """
     from handvae.runtime import init_ray
 
-    if sources.prepared_dir:
+    if sources.prepared_dir or sources.dataset:
         raise DataError("prepare reads raw sources (--letters-csv/--mnist-dir), not a prepared folder")
     if storage.is_uri(out_dir):
         raise OutputError(f"{out_dir}: prepare writes a local (or mounted shared) folder")
@@ -308,11 +340,17 @@ class Summary:
 
 
 def summarize(dataset: ray.data.Dataset) -> Summary:
-    """Reads (and so validates) every row of the dataset."""
+    """Reads (and so validates) every row of the dataset. The read tasks count their own rows by
+    (source, split, label): the driver gets a few counts per block, not every row's strings."""
     rows_by_source: Counter = Counter()
     class_counts = {split: np.zeros(NUM_CLASSES, dtype=np.int64) for split in SPLITS}
-    for batch in dataset.select_columns(["source", "split", "label"]).iter_batches(batch_format="numpy", batch_size=None):
-        rows_by_source.update(zip(batch["source"].tolist(), batch["split"].tolist()))
-        for split in SPLITS:
-            class_counts[split] += np.bincount(batch["label"][batch["split"] == split], minlength=NUM_CLASSES)
+    counts = dataset.map_batches(_count_rows, batch_format="pyarrow", batch_size=None)
+    for table in counts.iter_batches(batch_format="pyarrow", batch_size=None):
+        for source, split, label, count in zip(*(table.column(name).to_pylist() for name in ("source", "split", "label", "label_count"))):
+            rows_by_source[(source, split)] += count
+            class_counts[split][label] += count
     return Summary(rows_by_source, class_counts)
+
+
+def _count_rows(table: pa.Table) -> pa.Table:
+    return table.select(["source", "split", "label"]).group_by(["source", "split", "label"]).aggregate([("label", "count")])

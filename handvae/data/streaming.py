@@ -1,0 +1,104 @@
+"""Which rows each training worker streams in an epoch, and in what order. Pure numpy and torch.
+
+A data set folder is a list of units (row groups) in a fixed order (by file name relative to the
+folder, then row group). Each epoch:
+
+1. all ranks permute the units with the same generator (seed, epoch), lay them end to end, and
+   rank r takes rows [r*P, (r+1)*P) of that sequence, P = rows // world (`epoch_slices`): every
+   rank gets the same number of rows and so runs the same number of steps, every row is used once,
+   and the rows dropped to keep the ranks equal are fewer than the workers (a unit may be cut
+   between two ranks: each reads the part it needs);
+2. each rank reads its slices in order (Ray Data with preserve_order) and shuffles them in windows
+   of `window_rows` consecutive rows with its own generator (seed, epoch, rank) (`shuffled_batches`):
+   memory is bounded by the window, and the order depends on neither block sizes nor timing.
+
+The shuffle is global at the level of units and local within a window (MosaicML's streaming and
+tf.data do the same); a data set of a few units, like the tests', is one window per rank and so a
+full per-rank permutation. Test rows are split the same way without shuffling or dropping.
+"""
+
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+WINDOW_ROWS = 16_384
+"""Rows a worker shuffles together: 13 MB of images, held twice while a window is shuffled. With
+this and the read groups (`handvae.data.datasets.STREAM_READ_ROWS`) a worker's data memory is a
+few tens of MB whatever the data set's size (benchmarks/streaming.py)."""
+
+
+def epoch_slices(unit_rows: Sequence[int], world: int, rank: int, seed: int, epoch: int, shuffle: bool = True) -> list[tuple[int, int, int]]:
+    """Rank's (unit index, start, stop) row ranges for the epoch, in the order it reads them.
+
+    shuffle=True (training): the units in the epoch's order, an equal share per rank (the remainder
+    of rows // world dropped). shuffle=False (evaluation): the units in order, every row on some
+    rank, shares differing by at most one row."""
+    order = torch.randperm(len(unit_rows), generator=_generator(seed, epoch)).tolist() if shuffle else range(len(unit_rows))
+    total = sum(unit_rows)
+    if shuffle:
+        share = total // world
+        low, high = rank * share, (rank + 1) * share
+    else:
+        low, high = rank * total // world, (rank + 1) * total // world
+    slices, position = [], 0
+    for index in order:
+        rows = unit_rows[index]
+        start, stop = max(low - position, 0), min(high - position, rows)
+        if start < stop:
+            slices.append((index, start, stop))
+        position += rows
+        if position >= high:
+            break
+    return slices
+
+
+def shuffled_batches(
+    blocks: Iterable[tuple[np.ndarray, np.ndarray]], batch_size: int, seed: int, epoch: int, rank: int, window_rows: int = WINDOW_ROWS
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Blocks of (images (n, 28, 28) uint8, labels (n,)) in read order -> batches of batch_size
+    (the last may be smaller), shuffled within windows of window_rows consecutive rows."""
+    generator = _generator(seed, epoch, rank)
+    pending: list[tuple[np.ndarray, np.ndarray]] = []
+    pending_rows = 0
+    carry = (np.empty((0, 28, 28), np.uint8), np.empty(0, np.uint8))
+    for block in blocks:
+        while len(block[1]):
+            take = min(window_rows - pending_rows, len(block[1]))
+            pending.append((block[0][:take], block[1][:take]))
+            pending_rows += take
+            block = (block[0][take:], block[1][take:])
+            if pending_rows == window_rows:
+                carry = yield from _emit_window(pending, carry, batch_size, generator)
+                pending, pending_rows = [], 0
+    if pending:
+        carry = yield from _emit_window(pending, carry, batch_size, generator)
+    if len(carry[1]):
+        yield torch.from_numpy(carry[0]), torch.from_numpy(carry[1])
+
+
+def _emit_window(window, carry, batch_size: int, generator: torch.Generator):
+    """Yields the full batches of carry + the shuffled window; returns what is left over."""
+    images = np.concatenate([i for i, _ in window])
+    labels = np.concatenate([l for _, l in window])
+    order = torch.randperm(len(labels), generator=generator).numpy()
+    shuffled = np.empty((len(carry[1]) + len(labels), *images.shape[1:]), np.uint8)
+    shuffled[: len(carry[1])] = carry[0]
+    np.take(images, order, axis=0, out=shuffled[len(carry[1]) :])
+    del images  # one window's copy at a time besides the shuffled one
+    labels = np.concatenate([carry[1], labels[order]])
+    full = len(labels) // batch_size * batch_size
+    for start in range(0, full, batch_size):
+        yield torch.from_numpy(shuffled[start : start + batch_size]), torch.from_numpy(labels[start : start + batch_size])
+    return shuffled[full:].copy(), labels[full:]
+
+
+def in_order_batches(blocks: Iterable[tuple[np.ndarray, np.ndarray]], batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Blocks -> batches of at most batch_size, in read order (evaluation)."""
+    for images, labels in blocks:
+        for start in range(0, len(labels), batch_size):
+            yield torch.tensor(images[start : start + batch_size]), torch.tensor(labels[start : start + batch_size])
+
+
+def _generator(*keys: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> np.uint64(1)))
