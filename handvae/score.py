@@ -31,7 +31,7 @@ REPORT_PLOT = "cas.png"
 def run_scoring(dataset: str, real: DataSources, out_dir: str) -> dict:
     """Score the generated data set at `dataset` against the real data of `real`; write and return the report."""
     init_ray(extra_cpus=len(TRAINING_SETS))
-    generated = to_tensors(read_split(DataSources(dataset=dataset), "train"))
+    generated = to_tensors(read_split(DataSources(dataset=dataset), None))  # all of it: both splits
     real_train, real_test = (to_tensors(read_split(real, split)) for split in ("train", "test"))
     for name, (images, _) in (("generated data set " + dataset, generated), ("real training split", real_train), ("real test split", real_test)):
         if len(images) == 0:
