@@ -281,6 +281,30 @@ def generate(
     typer.echo(f"wrote {manifest['rows']:,} images in {manifest['styles']:,} styles to {storage.absolute(out)} (files: {manifest['data_dir']}/, contact sheet: sheet.png)")
 
 
+@app.command()
+@reports_user_errors
+def score(
+    dataset: Annotated[str, typer.Option("--dataset", help="A generated data set (`handvae generate --out`): folder or URI.")],
+    out: Annotated[str, typer.Option("--out", help="Report folder: metrics.json, report.md, cas.png.")],
+    letters_csv: LettersCsv = None,
+    mnist_dir: MnistDir = None,
+    download: Download = False,
+    prepared: Prepared = None,
+    split_seed: SplitSeed = 0,
+):
+    """Classification Accuracy Score: a reference classifier trained on the generated data, on real +
+    generated, and on real data alone, each tested on the real test split of the data flags."""
+    from handvae.score import run_scoring
+
+    report = run_scoring(dataset, _sources(letters_csv, mnist_dir, download, prepared, split_seed), out)
+    typer.echo(
+        f"CAS {report['cas']:.2%} ({report['cas_over_real']:.3f}x of real {report['trained_on']['real']['mean_per_class_accuracy']:.2%}); "
+        f"real + generated {report['trained_on']['real+generated']['mean_per_class_accuracy']:.2%} "
+        f"({100 * report['augmentation_gain']:+.2f} points; letters {100 * report['augmentation_gain_letters']:+.2f})"
+    )
+    typer.echo(f"report: {os.path.join(os.path.abspath(out), 'report.md')}")
+
+
 def main() -> None:  # pragma: no cover - for `python -m handvae.cli`
     app()
 

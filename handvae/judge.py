@@ -31,6 +31,9 @@ JUDGE_FORMAT = "handvae.judge"
 class JudgeTraining:
     epochs: int = 4
     """Passes over the (class-balanced) training images."""
+    images_per_epoch: int | None = None
+    """Images drawn per epoch; None: as many as the training set holds. A fixed number gives
+    training sets of any size the same budget (the CAS reference classifier, `handvae.cas`)."""
     batch_size: int = 128
     """Images per step."""
     learning_rate: float = 1e-3
@@ -41,6 +44,13 @@ class JudgeTraining:
     """Largest random shift in pixels, each axis."""
     seed: int = 0
     """Seeds weights, sampling and augmentation."""
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.images_per_epoch is not None and self.images_per_epoch < 1:
+            raise ValueError(f"images_per_epoch must be >= 1, got {self.images_per_epoch}")
 
 
 class Judge(nn.Module):
@@ -83,8 +93,9 @@ def _augment(x: torch.Tensor, config: JudgeTraining, generator: torch.Generator)
 
 
 def train_judge(images: torch.Tensor, labels: torch.Tensor, config: JudgeTraining = JudgeTraining(), log=print) -> Judge:
-    """Trains on uint8 images (N, 28, 28) with class-balanced sampling: each epoch draws N images,
-    every class equally likely, so the scarce letters count as much as the digits."""
+    """Trains on uint8 images (N, 28, 28) with class-balanced sampling: each epoch draws N images
+    (or `images_per_epoch`), every class present equally likely, so the scarce letters count as
+    much as the digits."""
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     judge = Judge()
@@ -94,7 +105,7 @@ def train_judge(images: torch.Tensor, labels: torch.Tensor, config: JudgeTrainin
     x_all = images.float()
     for epoch in range(1, config.epochs + 1):
         judge.train()
-        order = torch.multinomial(weights, len(labels), replacement=True, generator=generator)
+        order = torch.multinomial(weights, config.images_per_epoch or len(labels), replacement=True, generator=generator)
         total, correct = 0.0, 0
         for start in range(0, len(order), config.batch_size):
             index = order[start : start + config.batch_size]

@@ -120,3 +120,23 @@ def generation_quality(real: dict[str, float], generated: dict[str, float], vari
     bottom.set_ylabel("variety (generated / real)")
     bottom.set_xticks(positions, chars, fontsize=8)
     fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+
+
+def classifier_comparison(per_class: dict[str, dict[str, float]], path: str) -> None:
+    """Per character: the accuracy on real test images of classifiers trained on different data
+    (one bar colour per training set), with each one's mean over characters in the legend."""
+    names = list(per_class)
+    chars = [c for c in CHARSET if all(c in per_class[n] for n in names)]
+    positions = np.arange(len(chars))
+    width = 0.8 / len(names)
+    fig = Figure(figsize=(max(6.0, 0.38 * len(chars) + 1.5), 4.0))
+    ax = fig.subplots()
+    for i, name in enumerate(names):
+        values = [per_class[name][c] for c in chars]
+        ax.bar(positions + (i - (len(names) - 1) / 2) * width, values, width=width, label=f"{name} (mean {np.mean(values):.2%})")
+    ax.set_xticks(positions, chars, fontsize=8)
+    ax.set_ylim(0, 1.0)
+    ax.set_ylabel("accuracy on real test images")
+    ax.set_title("The reference classifier trained on each set, tested on real handwriting")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
