@@ -44,9 +44,10 @@ def train_and_test(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.T
     return {CHARSET[c]: value for c, value in sorted(accuracy.items())}
 
 
-def summarize(per_class: dict[str, dict[str, float]]) -> dict:
+def summarize(per_class: dict[str, dict[str, float]], training: JudgeTraining = REFERENCE) -> dict:
     """The score from each training set's accuracy per character (`train_and_test` of each of
-    TRAINING_SETS): means over all classes, digits and letters, CAS, CAS / real and the gain."""
+    TRAINING_SETS, with `training`): means over all classes, digits and letters, CAS, CAS / real
+    and the gain."""
     figures = {}
     for name, accuracy in per_class.items():
         digits = [v for c, v in accuracy.items() if CHARSET.index(c) < NUM_DIGITS]
@@ -70,5 +71,5 @@ def summarize(per_class: dict[str, dict[str, float]]) -> dict:
         "augmentation_gain_digits": gain("digits"),
         "augmentation_gain_letters": gain("letters"),
         "trained_on": figures,
-        "reference_classifier": {"architecture": "handvae.judge.Judge (conv 32, pool, conv 64, pool, dense 128, dropout 0.3, dense 36)", **asdict(REFERENCE)},
+        "reference_classifier": {"architecture": "handvae.judge.Judge (conv 32, pool, conv 64, pool, dense 128, dropout 0.3, dense 36)", **asdict(training)},
     }

@@ -18,22 +18,36 @@ import time
 import ray
 import torch
 
-from handvae import plots, storage
-from handvae.cas import TRAINING_SETS, summarize, train_and_test, training_sets
-from handvae.data.datasets import DataSources, read_split, to_tensors
+from handvae import outputs, plots
+from handvae.cas import REFERENCE, TRAINING_SETS, summarize, train_and_test, training_sets
+from handvae.data.datasets import DataSources, read_split, source_locations, to_tensors
 from handvae.errors import DataError
+from handvae.judge import JudgeTraining
 from handvae.labels import NUM_CLASSES
 from handvae.runtime import init_ray
 
 REPORT_PLOT = "cas.png"
 
 
-def run_scoring(dataset: str, real: DataSources, out_dir: str) -> dict:
-    """Score the generated data set at `dataset` against the real data of `real`; write and return the report."""
+def run_scoring(dataset: str, real: DataSources, out_dir: str, training: JudgeTraining = REFERENCE) -> dict:
+    """Score the generated data set at `dataset` against the real data of `real`; write and return
+    the report. `training` is the reference classifier's (the command always uses REFERENCE; tests
+    give a smaller budget)."""
+    generated_sources = DataSources(dataset=dataset)
+    inputs = (*source_locations(generated_sources), *source_locations(real))
+    with outputs.folder_output(out_dir, "score", inputs) as staged:  # checked, writable and locked before Ray starts
+        report = _score(generated_sources, real, training)
+        _write_report(staged.path, report)
+        staged.manifest.update({"dataset": dataset})
+    return report
+
+
+def _score(generated_sources: DataSources, real: DataSources, training: JudgeTraining) -> dict:
     init_ray(extra_cpus=len(TRAINING_SETS))
-    generated = to_tensors(read_split(DataSources(dataset=dataset), None))  # all of it: both splits
+    dataset = generated_sources.dataset
+    generated = to_tensors(read_split(generated_sources, None))  # all of it: both splits
     real_train, real_test = (to_tensors(read_split(real, split)) for split in ("train", "test"))
-    for name, (images, _) in (("generated data set " + dataset, generated), ("real training split", real_train), ("real test split", real_test)):
+    for name, (images, _) in ((f"generated data set {dataset}", generated), ("real training split", real_train), ("real test split", real_test)):
         if len(images) == 0:
             raise DataError(f"{name}: holds no images")
     missing = sorted(set(range(NUM_CLASSES)) - set(generated[1].unique().tolist()))
@@ -43,31 +57,28 @@ def run_scoring(dataset: str, real: DataSources, out_dir: str) -> dict:
     started = time.perf_counter()
     test = ray.put(real_test)
     sets = training_sets(real_train, generated)
-    accuracy = ray.get([_train_and_test.remote(ray.put(sets[name]), test) for name in TRAINING_SETS])
-    report = {
+    accuracy = ray.get([_train_and_test.remote(ray.put(sets[name]), test, training) for name in TRAINING_SETS])
+    return {
         "dataset": dataset,
         "real": real.describe(),
         "images": {"generated": len(generated[1]), "real_train": len(real_train[1]), "real_test": len(real_test[1])},
-        **summarize(dict(zip(TRAINING_SETS, accuracy))),
+        **summarize(dict(zip(TRAINING_SETS, accuracy)), training),
         "seconds": time.perf_counter() - started,
     }
-    _write_report(out_dir, report)
-    return report
 
 
 @ray.remote(num_cpus=1)
-def _train_and_test(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+def _train_and_test(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], training: JudgeTraining) -> dict[str, float]:
     torch.set_num_threads(1)  # one CPU per task, as reserved
-    return train_and_test(train, test)
+    return train_and_test(train, test, training)
 
 
-def _write_report(out_dir: str, report: dict) -> None:
-    with storage.staged_folder(os.path.abspath(out_dir)) as staging:
-        with open(os.path.join(staging, "metrics.json"), "w") as f:
-            json.dump(report, f, indent=2)
-        plots.classifier_comparison({name: report["trained_on"][name]["per_class_accuracy"] for name in TRAINING_SETS}, os.path.join(staging, REPORT_PLOT))
-        with open(os.path.join(staging, "report.md"), "w") as f:
-            f.write(_markdown(report))
+def _write_report(folder: str, report: dict) -> None:
+    with open(os.path.join(folder, "metrics.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    plots.classifier_comparison({name: report["trained_on"][name]["per_class_accuracy"] for name in TRAINING_SETS}, os.path.join(folder, REPORT_PLOT))
+    with open(os.path.join(folder, "report.md"), "w") as f:
+        f.write(_markdown(report))
 
 
 def _markdown(report: dict) -> str:

@@ -318,7 +318,7 @@ def prepare(sources: DataSources, out_dir: str, overwrite: bool = False) -> dict
 
 def source_locations(sources: DataSources) -> tuple[str, ...]:
     """The files and folders a command reads: its output may not be, or hold, any of them."""
-    return tuple(p for p in (sources.letters_csv, sources.mnist_dir, sources.prepared_dir or (sample_dir() if sources.is_sample else None)) if p)
+    return tuple(p for p in (sources.letters_csv, sources.mnist_dir, sources.dataset, sources.prepared_dir or (sample_dir() if sources.is_sample else None)) if p)
 
 
 def _count_written(directory: str) -> int:

@@ -1,0 +1,68 @@
+"""The scoring job end to end: a generated data set scored against real data through Ray, its
+report folder, and its errors. The score's figures on data with known answers are in test_cas.py."""
+
+import json
+
+import pytest
+import torch
+from conftest import make_letters, make_mnist_root, write_kaggle_csv
+from typer.testing import CliRunner
+
+from handvae.cas import TRAINING_SETS
+from handvae.checkpoint import save_model
+from handvae.cli import app
+from handvae.data.datasets import DataSources, read_split, to_tensors
+from handvae.generate import GenerateOptions, run_generation
+from handvae.judge import JudgeTraining
+from handvae.labels import CHARSET
+from handvae.model import VAE, VAEConfig
+from handvae.score import run_scoring
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+SMALL_BUDGET = JudgeTraining(epochs=1, images_per_epoch=256, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    root = tmp_path_factory.mktemp("real")
+    images, labels = make_letters(104, learnable=True)
+    make_mnist_root(root / "mnist", train=20, test=10)
+    return DataSources(letters_csv=str(write_kaggle_csv(root / "az.csv", images, labels)), mnist_dir=str(root / "mnist"))
+
+
+@pytest.fixture(scope="module")
+def generated(real, tmp_path_factory):
+    torch.manual_seed(0)
+    model = tmp_path_factory.mktemp("model") / "model.pt"
+    save_model(model, VAE(VAEConfig(num_filters=4, num_latent=3)))
+    out = tmp_path_factory.mktemp("gen") / "set"
+    run_generation(str(model), real, str(out), GenerateOptions(num_styles=3, num_workers=1))
+    return str(out)
+
+
+def test_a_generated_set_is_scored_into_a_report_folder(real, generated, tmp_path):
+    report = run_scoring(generated, real, str(tmp_path / "cas"), SMALL_BUDGET)
+    assert report["images"]["generated"] == 3 * 36
+    assert set(report["trained_on"]) == set(TRAINING_SETS)
+    test_labels = to_tensors(read_split(real, "test"))[1]
+    assert report["images"]["real_test"] == len(test_labels)
+    for figures in report["trained_on"].values():  # every class of the real test split, once
+        assert set(figures["per_class_accuracy"]) == {CHARSET[c] for c in test_labels.unique().tolist()}
+    real_accuracy = report["trained_on"]["real"]["mean_per_class_accuracy"]
+    assert report["cas"] == report["trained_on"]["generated"]["mean_per_class_accuracy"]
+    assert report["cas_over_real"] == pytest.approx(report["cas"] / real_accuracy)
+    assert report["reference_classifier"]["images_per_epoch"] == SMALL_BUDGET.images_per_epoch
+    written = json.loads((tmp_path / "cas" / "metrics.json").read_text())
+    assert written["cas"] == report["cas"] and (tmp_path / "cas" / "cas.png").stat().st_size > 0
+    assert "CAS / real" in (tmp_path / "cas" / "report.md").read_text()
+    assert json.loads((tmp_path / "cas" / "manifest.json").read_text())["format"] == "handvae.score"
+
+
+def test_bad_inputs_are_named(real, generated, tmp_path):
+    runner = CliRunner()
+    missing = runner.invoke(app, ["score", "--dataset", str(tmp_path / "nothing"), "--out", str(tmp_path / "r"), "--mnist-dir", real.mnist_dir])
+    assert missing.exit_code == 2 and "nothing" in missing.output
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    taken = runner.invoke(app, ["score", "--dataset", generated, "--out", str(tmp_path / "mine"), "--mnist-dir", real.mnist_dir])
+    assert taken.exit_code == 2 and "mine" in taken.output and (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
