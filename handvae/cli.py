@@ -302,7 +302,7 @@ def score(
         f"real + generated {report['trained_on']['real+generated']['mean_per_class_accuracy']:.2%} "
         f"({100 * report['augmentation_gain']:+.2f} points; letters {100 * report['augmentation_gain_letters']:+.2f})"
     )
-    typer.echo(f"report: {os.path.join(os.path.abspath(out), 'report.md')}")
+    typer.echo(f"report: {storage.join(storage.absolute(out), 'report.md')}")
 
 
 def main() -> None:  # pragma: no cover - for `python -m handvae.cli`

@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import typer
 
-from handvae.data.datasets import MANIFEST, SUCCESS_MARKER, DataSources, pack_images, read_split, sample_dir
+from handvae.data.datasets import DataSources, pack_images, read_split, sample_dir
+from handvae.data.folders import MANIFEST, SUCCESS_MARKER
 from handvae.data.records import SPLITS, select
 from handvae.labels import NUM_CLASSES
 from handvae.runtime import init_ray

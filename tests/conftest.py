@@ -54,6 +54,30 @@ def make_mnist_root(root: Path, train: int = 30, test: int = 12, gz: bool = True
     return arrays
 
 
+def save_tiny_model(path: Path) -> str:
+    """A freshly initialised (seeded) small model file: what generation and output tests need."""
+    import torch
+
+    from handvae.checkpoint import save_model
+    from handvae.model import VAE, VAEConfig
+
+    torch.manual_seed(0)
+    save_model(path, VAE(VAEConfig(num_filters=4, num_latent=3)))
+    return str(path)
+
+
+def assert_same_weights(model_path_a: str, model_path_b: str) -> None:
+    """The two model files hold bit-identical weights."""
+    import torch
+
+    from handvae.checkpoint import load_model_and_metadata
+
+    a, b = (load_model_and_metadata(path)[0].state_dict() for path in (model_path_a, model_path_b))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """One embedded Ray for the whole test session (starting Ray takes seconds)."""

@@ -10,19 +10,16 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
 import pytest
-import torch
-from conftest import make_letters, make_mnist_root, write_kaggle_csv
+from conftest import make_letters, make_mnist_root, save_tiny_model, write_kaggle_csv
 from PIL import Image
 from test_images import handwritten_l
 from typer.testing import CliRunner
 
-from handvae.checkpoint import save_model
 from handvae.cli import app
 from handvae.data.datasets import DataSources
 from handvae.errors import DataError, OutputError
 from handvae.generate import GenerateOptions, run_generation
 from handvae.labels import CHARSET
-from handvae.model import VAE, VAEConfig
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 # 5 styles x 2 draws x 36 characters; 2 styles a model call (144 rows), 2 calls a file: 288 + 72 rows
@@ -40,10 +37,7 @@ def sources(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_model(path, VAE(VAEConfig(num_filters=4, num_latent=3)))
-    return str(path)
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "model.pt")
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +115,7 @@ def test_same_seed_same_files_whatever_the_actors(sources, model_path, alphabets
     out, _ = alphabets
     again = run_generation(model_path, sources, str(tmp_path / "again"), replace(SMALL_FILES, num_workers=2))
     assert parquet_files(out) == parquet_files(tmp_path / "again") and again["rows"] == 360  # names and bytes
-    other = run_generation(model_path, sources, str(tmp_path / "other"), replace(SMALL_FILES, seed=1))
+    run_generation(model_path, sources, str(tmp_path / "other"), replace(SMALL_FILES, seed=1))
     assert not read(out)["pixels"].equals(read(tmp_path / "other")["pixels"])
 
 

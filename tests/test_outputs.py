@@ -13,16 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
-from conftest import make_mnist_root
+from conftest import make_mnist_root, save_tiny_model
 from typer.testing import CliRunner
 
 from handvae import storage
-from handvae.checkpoint import save_model
 from handvae.cli import app
 from handvae.data.datasets import DataSources
 from handvae.generate import GenerateOptions, run_generation
-from handvae.model import VAE, VAEConfig
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 REPO = Path(__file__).resolve().parents[1]
@@ -35,10 +32,7 @@ LONG = ["--split", "train", "--rows-per-file", "1", "--num-workers", "1"]
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_model(path, VAE(VAEConfig(num_filters=4, num_latent=3)))
-    return str(path)
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "model.pt")
 
 
 def start_generate(model_path: str, out: str, *flags: str) -> subprocess.Popen:

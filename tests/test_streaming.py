@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import make_letters, write_kaggle_csv
+from conftest import assert_same_weights, make_letters, write_kaggle_csv
 from typer.testing import CliRunner
 
 from handvae.checkpoint import load_model_and_metadata
@@ -79,16 +79,6 @@ def config():
 @pytest.fixture(scope="module")
 def straight(ray_local, generated, config, tmp_path_factory):
     return run_training(config, DataSources(dataset=str(generated)), "straight", str(tmp_path_factory.mktemp("runs")))
-
-
-def weights(model_path):
-    return load_model_and_metadata(model_path)[0].state_dict()
-
-
-def assert_same_weights(a, b):
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
 
 
 # ---- which rows each rank reads (no Ray) ----------------------------------------------------------
@@ -176,7 +166,7 @@ def test_streaming_run_learns_and_exports_the_class_latent_means_of_its_last_epo
     for record in records:
         assert record["train_images"] == plan.rows("train") // 2 * 2 and record["test_images"] == plan.rows("test")
     assert records[-1]["recon_loss"] < records[0]["recon_loss"] and records[-1]["cat_loss"] < records[0]["cat_loss"]
-    means = weights(straight.model_path)["class_latent_means"]
+    means = load_model_and_metadata(straight.model_path)[0].state_dict()["class_latent_means"]
     assert means[10:].abs().sum(dim=1).min() > 0 and means[:10].abs().sum() == 0  # letters only: no digit has a mean
     last = sorted(glob.glob(f"{straight.run_dir}/checkpoint_*/"))[-1]
     state = torch.load(f"{last}/train_state.pt", weights_only=True)["model_state"]
@@ -188,7 +178,7 @@ def test_stopped_after_epoch_2_resumes_with_the_same_weights(ray_local, generate
     run_training(replace(config, epochs=2), sources, "resumed", str(tmp_path))
     result = run_training(config, sources, "resumed", str(tmp_path))
     assert [r["epoch"] for r in result.metrics] == [1, 2, 3]
-    assert_same_weights(weights(result.model_path), weights(straight.model_path))
+    assert_same_weights(result.model_path, straight.model_path)
 
 
 def test_a_worker_fault_on_a_copy_of_the_folder_elsewhere_gives_the_same_weights(ray_local, generated, config, straight, tmp_path):
@@ -199,7 +189,7 @@ def test_a_worker_fault_on_a_copy_of_the_folder_elsewhere_gives_the_same_weights
     assert (tmp_path / "faulty" / ".fault-drill-done").exists()
     losses = lambda metrics: [(r["cat_loss"], r["recon_loss"], r["test_accuracy"]) for r in metrics]  # noqa: E731
     assert losses(result.metrics) == losses(straight.metrics)
-    assert_same_weights(weights(result.model_path), weights(straight.model_path))
+    assert_same_weights(result.model_path, straight.model_path)
 
 
 def test_a_prepared_folder_trains_streaming(ray_local, letters, tmp_path):

@@ -22,9 +22,9 @@ from ray.data.extensions import ArrowTensorArray
 
 from handvae import outputs, storage
 from handvae.data import folders, kaggle_csv, mnist_idx
-from handvae.data.folders import MANIFEST, PACKED_IMAGE, SUCCESS_MARKER, order_keys
+from handvae.data.folders import PACKED_IMAGE, order_keys
 from handvae.errors import DataError, OutputError
-from handvae.data.records import COLUMNS, IMAGE_PIXELS, IMAGE_SIDE, SPLITS, Batch, resolve_path, select
+from handvae.data.records import COLUMNS, IMAGE_PIXELS, IMAGE_SIDE, SPLITS, Batch, select
 from handvae.labels import NUM_CLASSES
 
 _MNIST_BLOCK_ROWS = 8192
