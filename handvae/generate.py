@@ -308,8 +308,11 @@ def _preserve_order():
 def _generate(model, metadata, drawing, model_path, sources, dataset: outputs.DatasetRun, options, workers) -> dict:
     styles = style_samples(sources, options).materialize()
     total_styles = styles.count()
+    where = "the given style images" if options.style_images else f"split {options.split!r} of the given data"
     if total_styles == 0:
-        raise DataError(f"no style samples: split {options.split!r} of the given data holds no images")
+        raise DataError(f"no style samples: {where} holds no images")
+    if options.num_styles is not None and total_styles < options.num_styles:  # never fewer styles than asked, silently
+        raise DataError(f"--num-styles {options.num_styles:,}: {where} holds {total_styles:,} style samples; ask for at most that many, or leave --num-styles out for all of them")
     drawn = map_with_model(styles, _Drawer, model_path, (options, drawing), workers, options.use_gpu, options.styles_per_batch)
     generated = drawn.map_batches(_with_image, batch_format="pyarrow", batch_size=None)
 

@@ -161,6 +161,9 @@ def test_bad_requests_are_refused_with_what_was_wrong(sources, model_path, tmp_p
     with pytest.raises(OutputError, match="mine: exists and is not a handvae generated output"):
         run_generation(model_path, sources, str(tmp_path / "mine"), GenerateOptions(num_styles=1))
     assert not (tmp_path / "out").exists() and (tmp_path / "mine" / "thesis.tex").read_text() == "keep"
+    with pytest.raises(DataError, match=r"--num-styles 100,000: split 'test' of the given data holds \d+ style samples"):
+        run_generation(model_path, sources, str(tmp_path / "many"), GenerateOptions(num_styles=100_000))
+    assert not (tmp_path / "many" / "_SUCCESS").exists()
 
 
 def test_cli_generates_and_exits_2_on_an_unsupported_character(sources, model_path, tmp_path):
