@@ -32,7 +32,7 @@ def write_bytes(path_or_uri: str, data) -> None:
     """Replace the file whole, in one step a reader cannot see half of: on an object store one PUT
     (an object appears when its upload completes), locally a temporary file and a rename."""
     if is_uri(path_or_uri):
-        fs, path = pafs.FileSystem.from_uri(path_or_uri)
+        fs, path = resolve(path_or_uri)
         fs.create_dir(posixpath.dirname(path), recursive=True)
         with fs.open_output_stream(path) as stream:
             stream.write(data)

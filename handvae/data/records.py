@@ -8,11 +8,11 @@ A batch of records is a dict of numpy arrays:
 - split: (N,) str, "train" or "test".
 """
 
-import os
 
 import numpy as np
 import pyarrow.fs as pafs
 
+from handvae import storage
 from handvae.errors import DataError
 
 IMAGE_SIDE = 28
@@ -60,13 +60,11 @@ def mix64(values: np.ndarray, seed: int) -> np.ndarray:
 
 
 def resolve_path(path_or_uri: str) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem and path for a local path or any URI pyarrow reads (s3://, gs://, ...)."""
-    if "://" in path_or_uri:
-        try:
-            return pafs.FileSystem.from_uri(path_or_uri)
-        except Exception as exc:
-            raise DataError(f"{path_or_uri}: cannot open this URI ({exc})") from exc
-    return pafs.LocalFileSystem(), os.path.abspath(path_or_uri)
+    """`storage.resolve` for inputs: a URI pyarrow cannot open is the user's DataError, naming it."""
+    try:
+        return storage.resolve(path_or_uri)
+    except Exception as exc:
+        raise DataError(f"{path_or_uri}: cannot open this URI ({exc})") from exc
 
 
 def require_file(fs: pafs.FileSystem, path: str, what: str) -> int:
