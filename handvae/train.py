@@ -11,8 +11,8 @@ Two ways to feed the workers (`TrainConfig.data_feed`; the run prints which it t
   `get_dataset_shard` into memory (uint8, 55 MB per 70k images), sorted by a stable key. Every
   epoch all ranks draw the same permutation from (seed, epoch) and take disjoint, equal slices.
 - streaming (larger data set folders): the driver reads only the files' footers; every epoch each
-  worker reads its own share of the rows with Ray Data, shuffled by units and in bounded windows
-  (`handvae.data.streaming`), and never holds more than a window.
+  worker reads its own share of the rows itself (`handvae.data.folders.read_slices`), shuffled by
+  units and in bounded windows (`handvae.data.streaming`), and never holds more than a window.
 Either way every rank runs the same number of steps (no all-reduce hang), the rows dropped to keep
 ranks equal are fewer than the workers, and the weights depend only on the seed and the worker
 count. The sampling noise is seeded from (seed, epoch, rank), so a run resumed from a checkpoint
@@ -44,7 +44,7 @@ from handvae.checkpoint import RunCheckpoints, TrainingState, save_model
 from handvae.config import TrainConfig
 from handvae.errors import ConfigError, DataError
 from handvae.data import folders
-from handvae.data.datasets import DataSources, plan_sources_folder, read_split, sorted_tensors, stream_blocks, training_columns
+from handvae.data.datasets import DataSources, plan_sources_folder, read_split, sorted_tensors, training_columns
 from handvae.data.streaming import epoch_slices, in_order_batches, shuffled_batches
 from handvae.engine import epoch_figures, epoch_order, evaluate_batches, latent_means, train_steps
 from handvae.model import VAE
@@ -216,11 +216,11 @@ class StreamingFeed:
     def train_batches(self, epoch: int):
         seed = self.config.seed
         slices = epoch_slices([u.rows[0] for u in self.plan.units], self.world, self.rank, seed, epoch)
-        return shuffled_batches(stream_blocks(self.plan, "train", slices), self.config.batch_size, seed, epoch, self.rank)
+        return shuffled_batches(folders.read_slices(self.plan, "train", slices), self.config.batch_size, seed, epoch, self.rank)
 
     def test_batches(self):
         slices = epoch_slices([u.rows[1] for u in self.plan.units], self.world, self.rank, self.config.seed, 0, shuffle=False)
-        return in_order_batches(stream_blocks(self.plan, "test", slices), EVAL_BATCH)
+        return in_order_batches(folders.read_slices(self.plan, "test", slices), EVAL_BATCH)
 
 
 def _check_share(train_rows: int, world: int) -> None:

@@ -19,7 +19,7 @@ from handvae.checkpoint import load_model_and_metadata
 from handvae.cli import app
 from handvae.config import TrainConfig
 from handvae.data import folders
-from handvae.data.datasets import DataSources, prepare, stream_blocks
+from handvae.data.datasets import DataSources, prepare
 from handvae.data.images import encode_pngs
 from handvae.data.streaming import epoch_slices, shuffled_batches
 from handvae.model import VAEConfig
@@ -142,19 +142,45 @@ def test_handvae_data_reads_a_generated_folder_with_its_file_names_as_sources(ra
     assert f"{plan.units[0].rows[0] + plan.units[1].rows[0] + plan.units[2].rows[0]:>8}  train  data/part-00000.parquet" in result.output
 
 
-def test_each_rank_streams_its_own_rows_once_per_epoch(ray_local, generated):
+def test_each_rank_streams_its_own_rows_once_per_epoch(generated):
     plan = folders.plan_folder(str(generated))
     train_rows = [u.rows[0] for u in plan.units]
 
     def rank_rows(rank, epoch):
         slices = epoch_slices(train_rows, 2, rank, seed=0, epoch=epoch)
-        return [img.tobytes() for images, _ in stream_blocks(plan, "train", slices) for img in images]
+        return [img.tobytes() for images, _ in folders.read_slices(plan, "train", slices) for img in images]
 
     shares = [rank_rows(rank, 1) for rank in (0, 1)]
     assert len(shares[0]) == len(shares[1]) == plan.rows("train") // 2
     assert len(set(shares[0]) | set(shares[1])) == 2 * len(shares[0])  # disjoint (the images are all different)
     assert rank_rows(0, 1) == shares[0] and rank_rows(0, 2) != shares[0]  # the same order again; another epoch, another share
 
+
+
+def test_read_ahead_keeps_order_raises_the_readers_error_and_stops_with_the_consumer():
+    import threading
+
+    assert list(folders._read_ahead(iter(range(50)))) == list(range(50))
+
+    def failing():
+        yield 1
+        raise folders.DataError("f.parquet: not readable")
+
+    with pytest.raises(folders.DataError, match="f.parquet"):
+        list(folders._read_ahead(failing()))
+
+    produced = []
+
+    def endless():
+        for i in range(10**9):
+            produced.append(i)
+            yield i
+
+    reader = folders._read_ahead(endless(), depth=2)
+    assert [next(reader) for _ in range(3)] == [0, 1, 2]
+    reader.close()  # the consumer stops: so does the thread, a few items ahead at most
+    assert not any(t.name == "handvae-read-ahead" for t in threading.enumerate())
+    assert len(produced) <= 3 + 2 + 2
 
 # ---- training -------------------------------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 
 Every dataset of `read_split` has the columns of `handvae.data.records` (image, label, source, row,
 split), whatever the source: the Kaggle CSV, MNIST IDX files, or a data set folder (prepared or
-generated, `handvae.data.folders`). `stream_blocks` reads a training worker's share of a folder
-for one epoch (`handvae.data.streaming` says which rows, in which order).
+generated, `handvae.data.folders`). A streaming training worker reads its share of a folder
+itself (`handvae.data.folders.read_slices`), without Ray Data (measured there).
 """
 
 import os
@@ -203,42 +203,6 @@ def read_folder(plan: folders.FolderPlan, splits: tuple[str, ...]) -> ray.data.D
     split = splits[0] if len(splits) == 1 else None
     tasks = [(units, sum(u.rows[SPLITS.index(s)] for u in units for s in splits), None) for units in by_file.values()]
     return ray.data.read_datasource(FolderDatasource(plan, split, tasks, provenance=True), override_num_blocks=max(1, len(tasks)))
-
-
-def read_slices(plan: folders.FolderPlan, split: str, slices: list[tuple[int, int, int]]) -> ray.data.Dataset:
-    """`image` (fixed_size_binary[784]) and `label` of the given (unit index, start, stop) row ranges
-    of a split, one read task each, for a training worker's share of an epoch."""
-    tasks = [([plan.units[index]], stop - start, (start, stop)) for index, start, stop in slices]
-    return ray.data.read_datasource(FolderDatasource(plan, split, tasks, provenance=False), override_num_blocks=max(1, len(tasks)))
-
-
-STREAM_READ_ROWS = 16_384
-"""Rows a streaming worker reads per Ray Data execution (13 MB of images): what bounds its
-read-ahead. Ray Data's object-store budget (execution_options.resource_limits) did not: with it at
-32 MB, the object store still grew by 335 MB while two workers streamed a million images
-(benchmarks/streaming.py), reads running far ahead of training."""
-
-
-def stream_blocks(plan: folders.FolderPlan, split: str, slices: list[tuple[int, int, int]]):
-    """(images (n, 28, 28) uint8, labels (n,) uint8) of the slices, in the slices' order whatever
-    order the read tasks finish in (preserve_order), read in groups of about STREAM_READ_ROWS rows."""
-    group, rows = [], 0
-    for piece in slices:
-        group.append(piece)
-        rows += piece[2] - piece[1]
-        if rows >= STREAM_READ_ROWS:
-            yield from _stream_group(plan, split, group)
-            group, rows = [], 0
-    if group:
-        yield from _stream_group(plan, split, group)
-
-
-def _stream_group(plan: folders.FolderPlan, split: str, slices: list[tuple[int, int, int]]):
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
-    for table in read_slices(plan, split, slices).iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
-        packed = table.column("image").combine_chunks()
-        images = np.frombuffer(packed.buffers()[1], dtype=np.uint8, count=len(packed) * IMAGE_PIXELS, offset=packed.offset * IMAGE_PIXELS)
-        yield images.reshape(-1, IMAGE_SIDE, IMAGE_SIDE), table.column("label").to_numpy()
 
 
 class FolderDatasource(Datasource):

@@ -16,14 +16,17 @@ name relative to DIR as `source` and its index in that file as `row`. A copy of 
 the same folder read through a URI, has the same keys, splits and order.
 
 The plan (`plan_folder`) reads only the files' footers (and a `split` column where there is one),
-on the caller; `read_unit` reads one row group. Pure pyarrow and numpy: the Ray wiring is in
+on the caller; `read_unit` reads one row group; `read_slices` reads a streaming training worker's
+share of an epoch, in that worker. Pure pyarrow and numpy: the Ray wiring is in
 `handvae.data.datasets`.
 """
 
 import json
 import posixpath
+import queue
+import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,13 +35,14 @@ import pyarrow.fs as pafs
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from handvae.data.records import IMAGE_PIXELS, SPLITS, letters_split, resolve_path
+from handvae.data.records import IMAGE_PIXELS, IMAGE_SIDE, SPLITS, letters_split, resolve_path
 from handvae.errors import DataError
 from handvae.labels import NUM_CLASSES
 
 SUCCESS_MARKER = "_SUCCESS"
 MANIFEST = "manifest.json"
 PACKED_IMAGE = pa.binary(IMAGE_PIXELS)
+IMAGE_SHAPE = (IMAGE_SIDE, IMAGE_SIDE)
 IMAGE_COLUMNS = ("pixels", "image")  # in order of preference
 READ_BATCH_ROWS = 8192
 """Rows a reader decodes at a time: 6.4 MB of images."""
@@ -166,6 +170,62 @@ def read_unit(plan: FolderPlan, unit: Unit, split: str | None, with_provenance: 
                 return
     except (pa.ArrowInvalid, OSError, KeyError) as exc:
         raise DataError(f"{path}: not readable as the data set's parquet ({exc})") from None
+
+
+def read_slices(plan: FolderPlan, split: str, slices: Iterable[tuple[int, int, int]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(images (n, 28, 28) uint8, labels (n,) uint8) of the (unit index, start, stop) row ranges of
+    a split, in the slices' order: a streaming training worker reads its share itself, the next
+    batch read ahead in a thread so that a remote store's latency overlaps training.
+
+    Not Ray Data: one execution per read group cost 19 s of a worker's time per 400,000 rows
+    against 1.6 s for these reads of the same row groups in the worker (the two in one Ray actor,
+    on 2 cores), and on 2 cores its read tasks took CPU from training. The order is the slices',
+    so the epoch's rows and order stay a function of the seed alone (`handvae.data.streaming`)."""
+
+    def tables():
+        for index, start, stop in slices:
+            yield from read_unit(plan, plan.units[index], split, with_provenance=False, rows=(start, stop))
+
+    for table in _read_ahead(tables()):
+        packed = table.column("image").combine_chunks()
+        images = np.frombuffer(packed.buffers()[1], dtype=np.uint8, count=len(packed) * IMAGE_PIXELS, offset=packed.offset * IMAGE_PIXELS)
+        yield images.reshape(-1, *IMAGE_SHAPE), table.column("label").to_numpy()
+
+
+_DONE = object()
+
+
+def _read_ahead(items: Iterator, depth: int = 1) -> Iterator:
+    """`items`, each produced by a thread up to `depth` ahead of the consumer; the thread's errors
+    are raised in the consumer, and the thread stops when the consumer does."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        ready.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            ready.put(exc)
+
+    thread = threading.Thread(target=produce, name="handvae-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _records(table: pa.Table, plan: FolderPlan, file: str, path: str, first: int, stored: list[str]) -> pa.Table:

@@ -8,7 +8,7 @@ folder, then row group). Each epoch:
    rank gets the same number of rows and so runs the same number of steps, every row is used once,
    and the rows dropped to keep the ranks equal are fewer than the workers (a unit may be cut
    between two ranks: each reads the part it needs);
-2. each rank reads its slices in order (Ray Data with preserve_order) and shuffles them in windows
+2. each rank reads its slices in order (`handvae.data.folders.read_slices`) and shuffles them in windows
    of `window_rows` consecutive rows with its own generator (seed, epoch, rank) (`shuffled_batches`):
    memory is bounded by the window, and the order depends on neither block sizes nor timing.
 
@@ -24,8 +24,8 @@ import torch
 
 WINDOW_ROWS = 16_384
 """Rows a worker shuffles together: 13 MB of images, held twice while a window is shuffled. With
-this and the read groups (`handvae.data.datasets.STREAM_READ_ROWS`) a worker's data memory is a
-few tens of MB whatever the data set's size (benchmarks/streaming.py)."""
+this and one read batch ahead (`handvae.data.folders.read_slices`) a worker's data memory is a few
+tens of MB whatever the data set's size (benchmarks/streaming.py)."""
 
 
 def epoch_slices(unit_rows: Sequence[int], world: int, rank: int, seed: int, epoch: int, shuffle: bool = True) -> list[tuple[int, int, int]]:
