@@ -204,7 +204,7 @@ class InMemoryFeed:
 
 
 class StreamingFeed:
-    """This worker's share of a data set folder, read with Ray Data every epoch (see
+    """This worker's share of a data set folder, read by the worker itself every epoch (see
     `handvae.data.streaming`): the train rows shuffled, the test rows in order."""
 
     def __init__(self, plan: folders.FolderPlan, config: TrainConfig, rank: int, world: int):

@@ -458,7 +458,9 @@ def test_ctrl_c_in_another_command_is_one_line(tmp_path, tiny_model):
 
     fifo = tmp_path / "style.png"
     os.mkfifo(fifo)
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    # To the main thread itself: a signal sent to the process may land in any thread that does not
+    # block it (Ray's, here), and the main thread would then stay blocked in open() for good.
+    timer = threading.Timer(1.0, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
     timer.start()
     try:
         result = generate_with_styles(tiny_model, tmp_path / "out", fifo)
