@@ -461,11 +461,15 @@ def test_ctrl_c_in_another_command_is_one_line(tmp_path, tiny_model):
     # To the main thread itself: a signal sent to the process may land in any thread that does not
     # block it (Ray's, here), and the main thread would then stay blocked in open() for good.
     timer = threading.Timer(1.0, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    # Python's own handler, as a command started from a terminal has it: a suite started in the
+    # background (`cmd &` in a script) inherits SIGINT ignored, and Python then installs none.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer.start()
     try:
         result = generate_with_styles(tiny_model, tmp_path / "out", fifo)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert result.exit_code == 130 and result.stderr.strip() == "interrupted", result.output
     assert not (tmp_path / "out").exists()
 
