@@ -1,0 +1,118 @@
+"""CAS of drawing choices on one trained model: the runs behind the README's table of what was
+tried to raise the Classification Accuracy Score (`handvae.cas`).
+
+Run (from the repo root, venv active; about 7 minutes per variant on a 2-core machine):
+
+    python benchmarks/cas_drawings.py --model runs/recipe-handvae/model.pt --mnist-dir ../shared/data/mnist \
+        --letters-csv "../shared/data/az_letters/A_Z Handwritten Data.csv" --variants default sharp3 sharp2
+
+Each variant draws 2,000 random styles of the real training split x 36 characters (the README's
+`handvae generate --split train --num-styles 2000`, drawn in this process) and trains the reference
+classifier (`handvae.cas.REFERENCE`) on the generated characters and on real + generated; the
+classifier trained on the real split alone is trained once. All are tested on the real test split.
+"""
+
+import argparse
+import json
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+
+import torch
+
+from handvae.augment import Augment, augment
+from handvae.cas import summarize, train_and_test, training_sets
+from handvae.checkpoint import load_model_and_metadata
+from handvae.config import Drawing
+from handvae.labels import NUM_CLASSES
+from handvae.styles import draw_in_styles
+
+STYLES = 2000
+CHUNK = 500  # styles per model call: bounded memory; each style's noise has its own key, so the same draws
+VARIANTS = {
+    "default": {},
+    "sharp3": {"sharpness": 3.0},
+    "sharp2": {"sharpness": 2.0},
+    "sharp2-random2": {"sharpness": 2.0, "randomness": 2.0},
+    "sharp2-jitter": {"sharpness": 2.0, "jitter": Augment(max_rotation=12, max_scale=0.12)},
+    "own-class": {"own_class": True},
+}
+"""Changes from the model's own drawing: sharpness; randomness (the posterior's spread); jitter
+(style images rotated and scaled before they are encoded); own_class (each character drawn only
+in styles of its own class, 2,000 each, drawn with replacement)."""
+
+
+def draw(model, drawing: Drawing, train: tuple[torch.Tensor, torch.Tensor], seed: int, randomness=1.0, jitter=None, own_class=False):
+    """(images, labels) of one variant, from the seed alone."""
+    images, labels = train
+    generator = torch.Generator().manual_seed(seed)
+    if own_class:
+        drawn = []
+        for c in range(NUM_CLASSES):
+            pool = images[labels == c]
+            pick = pool[torch.randint(0, len(pool), (STYLES,), generator=generator)]
+            keys = [(seed, c, i) for i in range(STYLES)]
+            drawn += [draw_in_styles(model, pick[s : s + CHUNK], keys[s : s + CHUNK], torch.tensor([c]), drawing, 1, randomness)[:, 0, 0] for s in range(0, STYLES, CHUNK)]
+        return torch.cat(drawn), torch.arange(NUM_CLASSES).repeat_interleave(STYLES)
+    pick = torch.randperm(len(labels), generator=generator)[:STYLES]
+    styles = images[pick]
+    if jitter:
+        torch.manual_seed(seed)
+        styles = augment(styles.unsqueeze(1).float() / 255, jitter).squeeze(1).mul(255).round().to(torch.uint8)
+    keys = [(seed, int(i)) for i in pick]
+    drawn = torch.cat([draw_in_styles(model, styles[s : s + CHUNK], keys[s : s + CHUNK], torch.arange(NUM_CLASSES), drawing, 1, randomness) for s in range(0, STYLES, CHUNK)])
+    return drawn[:, 0].flatten(0, 1), torch.arange(NUM_CLASSES).repeat(STYLES)
+
+
+def _train_and_test(args):
+    torch.set_num_threads(1)  # two classifiers at once, one core each
+    return train_and_test(*args)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True)
+    p.add_argument("--mnist-dir", required=True)
+    p.add_argument("--letters-csv", required=True)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="also write the figures as JSON here")
+    a = p.parse_args()
+
+    import ray
+
+    from handvae.data.datasets import DataSources, read_split, to_tensors
+    from handvae.runtime import init_ray
+
+    init_ray()
+    sources = DataSources(letters_csv=a.letters_csv, mnist_dir=a.mnist_dir)
+    real = {split: to_tensors(read_split(sources, split)) for split in ("train", "test")}
+    ray.shutdown()
+    model, metadata = load_model_and_metadata(a.model)
+    base = Drawing.from_metadata(metadata)
+
+    figures, real_accuracy = {}, None
+    with ProcessPoolExecutor(2) as pool:
+        for name in a.variants:
+            options = dict(VARIANTS[name])
+            drawing = replace(base, sharpness=options.pop("sharpness", base.sharpness))
+            sets = training_sets(real["train"], draw(model, drawing, real["train"], a.seed, **options))
+            names = ["generated", "real+generated"] + (["real"] if real_accuracy is None else [])
+            accuracy = dict(zip(names, pool.map(_train_and_test, [(sets[n], real["test"]) for n in names])))
+            real_accuracy = accuracy.setdefault("real", real_accuracy)
+            score = summarize(accuracy)
+            figures[name] = {k: score[k] for k in ("cas", "cas_over_real", "augmentation_gain", "augmentation_gain_letters")} | {
+                part: score["trained_on"]["generated"][part] for part in ("digits", "letters")
+            }
+            f = figures[name]
+            print(
+                f"{name:>15}: CAS {f['cas']:.2%} = {f['cas_over_real']:.3f}x of real (digits {f['digits']:.1%}, letters {f['letters']:.1%}); "
+                f"real + generated {100 * f['augmentation_gain']:+.2f} points (letters {100 * f['augmentation_gain_letters']:+.2f})",
+                flush=True,
+            )
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(figures, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
