@@ -58,7 +58,7 @@ from handvae import outputs, plots, storage
 from handvae.config import Drawing
 from handvae.data.datasets import DataSources, order_keys, read_split, source_locations
 from handvae.data.images import encode_pngs, load_style_images
-from handvae.data.records import IMAGE_SIDE, mix64
+from handvae.data.records import IMAGE_SIDE, mix64, unpack_images
 from handvae.errors import DataError
 from handvae.inference import ModelActor, load_checked_model, map_with_model, start_ray_for_actors
 from handvae.labels import CHARSET
@@ -189,10 +189,7 @@ def _line(cells: np.ndarray, text: str) -> np.ndarray:
 def _with_image(table: pa.Table) -> pa.Table:
     """Adds the `image` column (PNG bytes in Hugging Face's Image struct). A stage of its own (Ray
     Data tasks), so that PNG encoding runs beside the model actors instead of between their calls."""
-    pixels = table.column("pixels").combine_chunks()
-    width = pixels.type.byte_width // IMAGE_SIDE
-    images = np.frombuffer(pixels.buffers()[1], np.uint8, count=len(pixels) * pixels.type.byte_width, offset=pixels.offset * pixels.type.byte_width)
-    pngs = pa.array(encode_pngs(images.reshape(-1, IMAGE_SIDE, width)), pa.binary())
+    pngs = pa.array(encode_pngs(unpack_images(table.column("pixels"))), pa.binary())
     return table.append_column("image", pa.StructArray.from_arrays([pngs, pa.nulls(len(pngs), pa.string())], names=["bytes", "path"]))
 
 

@@ -159,6 +159,7 @@ def test_each_rank_streams_its_own_rows_once_per_epoch(generated):
 
 def test_read_ahead_keeps_order_raises_the_readers_error_and_stops_with_the_consumer():
     import threading
+    import time
 
     assert list(folders._read_ahead(iter(range(50)))) == list(range(50))
 
@@ -181,6 +182,13 @@ def test_read_ahead_keeps_order_raises_the_readers_error_and_stops_with_the_cons
     reader.close()  # the consumer stops: so does the thread, a few items ahead at most
     assert not any(t.name == "handvae-read-ahead" for t in threading.enumerate())
     assert len(produced) <= 3 + 2 + 2
+
+    # The consumer stops after the reader has read everything, with the queue full: no hang.
+    reader = folders._read_ahead(iter(range(2)), depth=1)
+    assert next(reader) == 0
+    time.sleep(0.3)  # the thread has queued 1 and waits to queue the end
+    reader.close()
+    assert not any(t.name == "handvae-read-ahead" for t in threading.enumerate())
 
 # ---- training -------------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from handvae import outputs, storage
 from handvae.data import folders, kaggle_csv, mnist_idx
 from handvae.data.folders import PACKED_IMAGE, order_keys
 from handvae.errors import DataError, OutputError
-from handvae.data.records import COLUMNS, IMAGE_PIXELS, IMAGE_SIDE, SPLITS, Batch, select
+from handvae.data.records import COLUMNS, IMAGE_PIXELS, SPLITS, Batch, select, unpack_images
 from handvae.labels import NUM_CLASSES
 
 _MNIST_BLOCK_ROWS = 8192
@@ -248,9 +248,7 @@ def pack_images(batch: Batch) -> pa.Table:
 
 def _unpack_images(table: pa.Table) -> pa.Table:
     """The packed fixed_size_binary[784] images as Ray's tensor column (N, 28, 28), without a copy."""
-    packed = table.column("image").combine_chunks()
-    pixels = np.frombuffer(packed.buffers()[1], dtype=np.uint8, count=len(packed) * IMAGE_PIXELS, offset=packed.offset * IMAGE_PIXELS)
-    images = ArrowTensorArray.from_numpy(pixels.reshape(-1, IMAGE_SIDE, IMAGE_SIDE))
+    images = ArrowTensorArray.from_numpy(unpack_images(table.column("image")))
     return table.set_column(table.schema.get_field_index("image"), "image", images)
 
 

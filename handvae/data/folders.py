@@ -35,14 +35,13 @@ import pyarrow.fs as pafs
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from handvae.data.records import IMAGE_PIXELS, IMAGE_SIDE, SPLITS, letters_split, resolve_path
+from handvae.data.records import IMAGE_PIXELS, SPLITS, letters_split, resolve_path, unpack_images
 from handvae.errors import DataError
 from handvae.labels import NUM_CLASSES
 
 SUCCESS_MARKER = "_SUCCESS"
 MANIFEST = "manifest.json"
 PACKED_IMAGE = pa.binary(IMAGE_PIXELS)
-IMAGE_SHAPE = (IMAGE_SIDE, IMAGE_SIDE)
 IMAGE_COLUMNS = ("pixels", "image")  # in order of preference
 READ_BATCH_ROWS = 8192
 """Rows a reader decodes at a time: 6.4 MB of images."""
@@ -187,9 +186,7 @@ def read_slices(plan: FolderPlan, split: str, slices: Iterable[tuple[int, int, i
             yield from read_unit(plan, plan.units[index], split, with_provenance=False, rows=(start, stop))
 
     for table in _read_ahead(tables()):
-        packed = table.column("image").combine_chunks()
-        images = np.frombuffer(packed.buffers()[1], dtype=np.uint8, count=len(packed) * IMAGE_PIXELS, offset=packed.offset * IMAGE_PIXELS)
-        yield images.reshape(-1, *IMAGE_SHAPE), table.column("label").to_numpy()
+        yield unpack_images(table.column("image")), table.column("label").to_numpy()
 
 
 _DONE = object()
@@ -201,20 +198,24 @@ def _read_ahead(items: Iterator, depth: int = 1) -> Iterator:
     ready: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def offer(item) -> bool:
+        """Queues the item, unless the consumer stops first (then a blocking put would never return)."""
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
     def produce():
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        ready.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer(item):
                     return
-            ready.put(_DONE)
+            offer(_DONE)
         except BaseException as exc:  # handed to the consumer, which raises it
-            ready.put(exc)
+            offer(exc)
 
     thread = threading.Thread(target=produce, name="handvae-read-ahead", daemon=True)
     thread.start()

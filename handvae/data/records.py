@@ -76,3 +76,12 @@ def require_file(fs: pafs.FileSystem, path: str, what: str) -> int:
         raise DataError(f"{path}: {what} not found")
     return info.size
 
+
+def unpack_images(column) -> np.ndarray:
+    """A pyarrow fixed_size_binary column of row-major uint8 images IMAGE_SIDE rows high (28x28,
+    or a line of characters 28 x 28*k) as numpy (N, IMAGE_SIDE, width), a view of the column's
+    buffer: no copy for a column of one chunk."""
+    packed = column.combine_chunks()
+    size = packed.type.byte_width
+    pixels = np.frombuffer(packed.buffers()[1], dtype=np.uint8, count=len(packed) * size, offset=packed.offset * size)
+    return pixels.reshape(-1, IMAGE_SIDE, size // IMAGE_SIDE)
