@@ -162,7 +162,7 @@ def main(
             save_model(model_path, VAE())
         init_ray(extra_cpus=max(workers))
         for count in workers:
-            job = run_job(model_path, sources, f"{tmp}/out-{count}", GenerateOptions(split=split, num_styles=num_styles, num_workers=count))
+            job = run_job(model_path, sources, f"{tmp}/out-{count}", GenerateOptions(split=split, pairing="every-style", num_styles=num_styles, num_workers=count))
             figures["jobs"][count] = job
             print(f"job, {count} actor(s): {job['rows']:,} characters in {job['styles']:,} styles, {job['per_second']:,.0f} chars/s "
                   f"({job['seconds']:.1f} s); CPU: driver {job['driver_cpu_s']:.1f} s of the job's {job['job_cpu_s']:.1f} s = "

@@ -56,7 +56,7 @@ def generate(out: str, seed: int = 0) -> dict:
     model_path = f"{out}.model.pt"
     save_model(model_path, VAE())
     started = time.perf_counter()
-    manifest = run_generation(model_path, DataSources(), out, GenerateOptions(split="train", num_styles=STYLES, seed=seed))
+    manifest = run_generation(model_path, DataSources(), out, GenerateOptions(split="train", pairing="every-style", num_styles=STYLES, seed=seed))
     seconds = time.perf_counter() - started
     print(f"[data] generated {manifest['rows']:,} characters into {out} in {seconds:.0f} s", flush=True)
     return {"path": out, "rows": manifest["rows"], "seconds": seconds, "reused": False}

@@ -251,7 +251,8 @@ def generate(
     split_seed: SplitSeed = 0,
     split: Annotated[str, typer.Option("--split", help="The split whose images give the styles.")] = "test",
     style_images: Annotated[Optional[list[str]], typer.Option("--style-images", help="Image files of one's own handwriting, one character each (repeat the flag).")] = None,
-    num_styles: Annotated[Optional[int], typer.Option("--num-styles", help="Styles drawn at random by the seed (default: all).")] = None,
+    pairing: Annotated[Optional[str], typer.Option("--pairing", help="own-class: each character in styles of its own real samples, --num-styles of each (default for a data split); every-style: every character in every style (default for --style-images, --text).")] = None,
+    num_styles: Annotated[Optional[int], typer.Option("--num-styles", help="Styles drawn at random by the seed, per character with own-class (default: all).")] = None,
     chars: Annotated[str, typer.Option("--chars", help="Characters to draw in each style.")] = CHARSET,
     text: Annotated[Optional[str], typer.Option("--text", help="A line of text (0-9, A-Z, spaces) to write in each style, instead of --chars.")] = None,
     samples_per_style: Annotated[int, typer.Option("--samples-per-style", help="Draws from each style's posterior.")] = 1,
@@ -273,7 +274,7 @@ def generate(
     if style_images and not sources.is_sample:
         raise DataError("give --style-images or data flags for the styles, not both")
     options = GenerateOptions(
-        chars=chars, text=text, split=split, style_images=tuple(style_images or ()), num_styles=num_styles,
+        chars=chars, text=text, split=split, pairing=pairing, style_images=tuple(style_images or ()), num_styles=num_styles,
         samples_per_style=samples_per_style, randomness=randomness, average=average, seed=seed, sharpness=sharpness, class_shift=class_shift,
         num_workers=num_workers, use_gpu=use_gpu, rows_per_file=rows_per_file,
     )

@@ -7,8 +7,13 @@ the workers write to a folder or any URI pyarrow writes (s3://, gs://, ...).
 
 Styles come from a split of the readers' data (any data flags) or from image files of a person's
 own handwriting (--style-images). A pool of model actors (one model build per actor, CPU or GPU)
-encodes each style sample and decodes, in that style, every character asked for: the full set
-0-9 A-Z by default (the seed's last cell), a subset (--chars), or a line of text (--text). Ray
+encodes each style sample and decodes characters in that style (--pairing):
+- own-class (the default for a data split): each character in styles of real samples of that same
+  character, --num-styles drawings of each: a data set for training classifiers (its measure is
+  `handvae score`; README, "Recipes");
+- every-style (the default for --style-images and --text): every character asked for in every
+  style, the full set 0-9 A-Z by default (the seed's last cell), a subset (--chars), or a line of
+  text (--text): alphabets in one hand. Ray
 Data tasks PNG-encode them and write the parquet files; the driver plans, prints progress, reads
 the first styles back for the contact sheet, and commits (handvae.outputs.dataset_output).
 
@@ -22,7 +27,7 @@ One row per generated character (or per line with --text):
     style_id   int64   the style sample's key, from its (source, row); stable across runs
     source     string  the file the style sample came from
     row        int64   where in that file (1-based CSV line, 0-based IDX record, 0 for an image file)
-    sample     int16   which draw from the style's posterior (0..samples_per_style-1)
+    sample     int16   which draw from the style's posterior (0, 1, ...)
     char       string  the character (--text: the whole line)
     label      int16   its class 0-35 (--text: -1); a ClassLabel 0-9, A-Z for `datasets`
     pixels     fixed_size_binary  the image, row-major uint8, white ink on black: 28x28 (--text: 28 x 28*len)
@@ -64,6 +69,7 @@ from handvae.inference import ModelActor, load_checked_model, map_with_model, st
 from handvae.labels import CHARSET
 from handvae.styles import draw_in_styles
 
+PAIRINGS = ("own-class", "every-style")
 CARD = "README.md"
 SHEET = "sheet.png"
 SHEET_STYLES = 12  # rows of the contact sheet
@@ -79,10 +85,19 @@ class GenerateOptions:
     """Instead of characters, this line of text (0-9, A-Z and spaces), one image per style and sample."""
     split: str = "test"
     """Which split of the data sources gives the styles."""
+    pairing: str | None = None
+    """Which characters each style sample is drawn as. "own-class": its own character only, the
+    styles taken per character (num_styles of them for each character of `chars`): a data set
+    whose characters look like the real ones of their class, what trains classifiers (README,
+    "Generation"). "every-style": every character of `chars` in every style, alphabets in one
+    hand. None: own-class for styles from a data split, every-style for style images and text
+    (their samples have no class)."""
     style_images: tuple[str, ...] = ()
     """Image files of a person's handwriting, one character each; used instead of the data sources."""
     num_styles: int | None = None
-    """Styles to use, drawn at random (by the seed) from the style samples; all of them by default."""
+    """Styles to use, drawn at random (by the seed) from the style samples; all of them by default.
+    Own-class: per character; a character with fewer samples in the split has each of them drawn
+    more often (further draws from the same style's posterior)."""
     samples_per_style: int = 1
     """Draws from each style's posterior."""
     randomness: float = 1.0
@@ -127,11 +142,22 @@ class GenerateOptions:
         if not 0.0 <= self.randomness <= 10.0:
             raise DataError(f"randomness must be between 0 and 10, got {self.randomness}")
         object.__setattr__(self, "labels", tuple(CHARSET.index(c) for c in symbols if c != " "))
+        unlabelled = "--text" if self.text is not None else "--style-images" if self.style_images else None
+        if self.pairing is None:
+            object.__setattr__(self, "pairing", "every-style" if unlabelled else "own-class")
+        elif self.pairing not in PAIRINGS:
+            raise DataError(f"pairing must be one of {', '.join(PAIRINGS)}, got {self.pairing!r}")
+        elif self.pairing == "own-class" and unlabelled:
+            raise DataError(f"pairing own-class draws each style sample as its own class; the samples of {unlabelled} have none (use every-style)")
+
+    @property
+    def own_class(self) -> bool:
+        return self.pairing == "own-class"
 
     @property
     def images_per_draw(self) -> int:
-        """Images drawn from one posterior draw: each character, or the text's one line image."""
-        return 1 if self.text is not None else len(self.chars)
+        """Images drawn from one posterior draw: each character, the style's own, or the text's one line image."""
+        return 1 if self.text is not None or self.own_class else len(self.chars)
 
     @property
     def per_style(self) -> int:
@@ -148,6 +174,8 @@ class _Drawer(ModelActor):
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         o = self.options
+        if o.own_class:
+            return self._own_class(batch)
         count, draws = len(batch["style_id"]), o.samples_per_style
         keys = [(o.seed, int(k)) for k in batch["style_id"]]
         drawn = draw_in_styles(self.model, torch.tensor(batch["image"]), keys, torch.tensor(o.labels), self.drawing, draws, o.randomness, o.average)
@@ -168,6 +196,50 @@ class _Drawer(ModelActor):
             "label": labels_out,
             "pixels": _fixed_size_binary(np.stack(pictures)),
         })
+
+    def _own_class(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        """Each style sample drawn as its own character, `draws` times (one model call per
+        (character, draws) group of the batch); rows in the batch's order."""
+        o, labels, draws = self.options, batch["label"].astype(np.int64), batch["draws"].astype(np.int64)
+        images = torch.tensor(batch["image"])
+        pictures: list[np.ndarray] = [np.empty(0)] * len(labels)
+        for label, count in sorted(set(zip(labels.tolist(), draws.tolist()))):
+            group = np.flatnonzero((labels == label) & (draws == count))
+            keys = [(o.seed, int(batch["style_id"][i])) for i in group]
+            drawn = draw_in_styles(self.model, images[group], keys, torch.tensor([label]), self.drawing, count, o.randomness, o.average)
+            for index, styles in zip(group, drawn[:, :, 0].numpy()):
+                pictures[index] = styles  # (count, S, S)
+        return pa.table({
+            "style_id": np.repeat(batch["style_id"], draws),
+            "source": np.repeat(batch["source"], draws),
+            "row": np.repeat(batch["row"], draws),
+            "sample": np.concatenate([np.arange(n, dtype=np.int16) for n in draws]),
+            "char": [CHARSET[label] for label in np.repeat(labels, draws)],
+            "label": np.repeat(labels, draws).astype(np.int16),
+            "pixels": _fixed_size_binary(np.concatenate(pictures)),
+        })
+
+
+def own_class_draws(style_ids: np.ndarray, labels: np.ndarray, options: GenerateOptions, where: str) -> np.ndarray:
+    """Draws of each style sample (0: unused) when each is drawn as its own class: for every
+    character asked for, num_styles draws (all its samples once without num_styles), spread over
+    its samples as evenly as can be, in an order set by the seed; times samples_per_style."""
+    draws = np.zeros(len(labels), np.int64)
+    for label in options.labels:
+        samples = np.flatnonzero(labels == label)
+        if not samples.size:
+            raise DataError(f"{where} holds no samples of {CHARSET[label]!r} to take its styles from; leave it out of --chars, or use --pairing every-style")
+        if options.num_styles is None:
+            draws[samples] = 1
+            continue
+        ranked = samples[np.argsort(mix64(style_ids[samples], options.seed), kind="stable")]
+        rounds, rest = divmod(options.num_styles, len(samples))
+        draws[ranked] = rounds
+        draws[ranked[:rest]] += 1
+    draws *= options.samples_per_style
+    if draws.max(initial=0) > np.iinfo(np.int16).max:
+        raise DataError(f"--num-styles {options.num_styles:,} x --samples-per-style {options.samples_per_style} would draw one sample {draws.max():,} times (at most {np.iinfo(np.int16).max:,}): {where} holds too few samples of some character")
+    return draws
 
 
 def _fixed_size_binary(images: np.ndarray) -> pa.FixedSizeBinaryArray:
@@ -260,12 +332,33 @@ def style_samples(sources: DataSources, options: GenerateOptions) -> ray.data.Da
         batch = {"image": images, "source": paths, "row": rows, "style_id": order_keys(paths, rows)}
         samples = ray.data.from_arrow(BlockAccessor.batch_to_block(batch))
     else:
-        samples = read_split(sources, options.split).select_columns(["image", "source", "row"])
+        columns = ["image", "label", "source", "row"] if options.own_class else ["image", "source", "row"]
+        samples = read_split(sources, options.split).select_columns(columns)
         samples = samples.map_batches(_with_style_id, batch_format="numpy", batch_size=None)
+    if options.own_class:
+        return _with_own_class_draws(samples, options)
     if options.num_styles is None:
         return samples  # every style, in the order of the files
     ranked = samples.map_batches(_with_rank, fn_args=(options.seed,), batch_format="numpy", batch_size=None)
     return ranked.sort("rank").limit(options.num_styles).drop_columns(["rank"])
+
+
+def _with_own_class_draws(samples: ray.data.Dataset, options: GenerateOptions) -> ray.data.Dataset:
+    """The samples to draw, each with its `draws`, in file order. The choice is made here, on the
+    driver, from the style ids and labels alone (16 bytes a sample; the split is read for them
+    once more, which costs seconds where drawing costs minutes)."""
+    batches = list(samples.select_columns(["style_id", "label"]).iter_batches(batch_size=None, batch_format="numpy"))
+    style_ids = np.concatenate([b["style_id"] for b in batches]) if batches else np.empty(0, np.int64)
+    labels = np.concatenate([b["label"] for b in batches]) if batches else np.empty(0, np.int64)
+    draws = own_class_draws(style_ids, labels, options, f"split {options.split!r} of the given data")
+    order = np.argsort(style_ids, kind="stable")
+    return samples.map_batches(_keep_drawn, fn_args=(style_ids[order], draws[order]), batch_format="numpy", batch_size=None)
+
+
+def _keep_drawn(batch: dict, sorted_ids: np.ndarray, sorted_draws: np.ndarray) -> dict:
+    draws = sorted_draws[np.searchsorted(sorted_ids, batch["style_id"])]
+    keep = draws > 0
+    return {**{k: v[keep] for k, v in batch.items()}, "draws": draws[keep]}
 
 
 def _with_style_id(batch: dict) -> dict:
@@ -308,12 +401,12 @@ def _generate(model, metadata, drawing, model_path, sources, dataset: outputs.Da
     where = "the given style images" if options.style_images else f"split {options.split!r} of the given data"
     if total_styles == 0:
         raise DataError(f"no style samples: {where} holds no images")
-    if options.num_styles is not None and total_styles < options.num_styles:  # never fewer styles than asked, silently
+    if not options.own_class and options.num_styles is not None and total_styles < options.num_styles:  # never fewer styles than asked, silently
         raise DataError(f"--num-styles {options.num_styles:,}: {where} holds {total_styles:,} style samples; ask for at most that many, or leave --num-styles out for all of them")
     drawn = map_with_model(styles, _Drawer, model_path, (options, drawing), workers, options.use_gpu, options.styles_per_batch)
     generated = drawn.map_batches(_with_image, batch_format="pyarrow", batch_size=None)
 
-    total = total_styles * options.per_style
+    total = int(styles.sum("draws")) if options.own_class else total_styles * options.per_style
     per_block = options.styles_per_batch * options.per_style  # rows of one model call
     sink = _ParquetFiles(dataset.prefix, per_block * max(1, options.rows_per_file // per_block))
     _write_with_progress(generated, sink, total)
@@ -333,7 +426,7 @@ def _generate(model, metadata, drawing, model_path, sources, dataset: outputs.Da
         "seed": options.seed,
         "sheet": SHEET,
     }
-    sheet = _sheet_png(_read_sheet([storage.join(dataset.prefix, name) for name in files], options.images_per_draw), options)
+    sheet = _sheet_png(_read_sheet([storage.join(dataset.prefix, name) for name in files], options), options)
     card = _card(manifest, dataset.data_dir, sum(file_bytes))
     return dataset.commit(list(files), manifest, {SHEET: sheet, CARD: card.encode()})
 
@@ -380,24 +473,44 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
-def _read_sheet(files: list[str], cells_per_style: int) -> list[list[np.ndarray]]:
-    """Sample 0 of the first SHEET_STYLES styles, read back from the first files written."""
-    sheet: dict[int, list[np.ndarray]] = {}
-    for path in files:
-        with storage.open_input_file(path) as f:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=4096, columns=["style_id", "sample", "pixels"]):
-                if _keep_for_sheet(pa.Table.from_batches([batch]), sheet, cells_per_style):
-                    return list(sheet.values())
-    return list(sheet.values())
+def _read_sheet(files: list[str], options: GenerateOptions) -> list[list[np.ndarray]]:
+    """The contact sheet's rows, read back from the first files written: sample 0 of each of the
+    first SHEET_STYLES styles (every-style), or one drawing of each character per row, the first
+    SHEET_STYLES of each (own-class)."""
+    cells: dict[int, list[np.ndarray]] = {}  # style id -> its characters, or label -> its drawings
+    columns, keep = (["label", "pixels"], _keep_own_class) if options.own_class else (["style_id", "sample", "pixels"], _keep_for_sheet)
+    tables = (pa.Table.from_batches([batch]) for path in files for batch in _batches(path, columns))
+    next((table for table in tables if keep(table, cells, options)), None)  # read until the sheet is complete
+    if not options.own_class:
+        return list(cells.values())
+    rows = min(len(cells.get(label, ())) for label in options.labels)
+    return [[cells[label][row] for label in options.labels] for row in range(rows)]
 
 
-def _keep_for_sheet(table: pa.Table, sheet: dict, cells_per_style: int) -> bool:
+def _batches(path: str, columns: list[str]):
+    with storage.open_input_file(path) as f:
+        yield from pq.ParquetFile(f).iter_batches(batch_size=4096, columns=columns)
+
+
+def _keep_for_sheet(table: pa.Table, sheet: dict, options: GenerateOptions) -> bool:
     """Adds the table's sample-0 images of the sheet's styles; True once the sheet is complete."""
     first = table.filter(pa.compute.equal(table["sample"], 0)).select(["style_id", "pixels"])
     for style_id, pixels in zip(first["style_id"].to_pylist(), first["pixels"]):
         if style_id in sheet or len(sheet) < SHEET_STYLES:
-            sheet.setdefault(style_id, []).append(np.frombuffer(pixels.as_py(), np.uint8).reshape(IMAGE_SIDE, -1))
-    return len(sheet) == SHEET_STYLES and all(len(cells) == cells_per_style for cells in sheet.values())
+            sheet.setdefault(style_id, []).append(_image(pixels))
+    return len(sheet) == SHEET_STYLES and all(len(cells) == options.images_per_draw for cells in sheet.values())
+
+
+def _keep_own_class(table: pa.Table, drawings: dict, options: GenerateOptions) -> bool:
+    """Adds the table's first drawings of each character; True once every character has SHEET_STYLES."""
+    for label, pixels in zip(table["label"].to_pylist(), table["pixels"]):
+        if len(drawings.setdefault(label, [])) < SHEET_STYLES:
+            drawings[label].append(_image(pixels))
+    return all(len(drawings.get(label, ())) == SHEET_STYLES for label in options.labels)
+
+
+def _image(pixels: pa.Scalar) -> np.ndarray:
+    return np.frombuffer(pixels.as_py(), np.uint8).reshape(IMAGE_SIDE, -1)
 
 
 def _sheet_png(rows: list[list[np.ndarray]], options: GenerateOptions) -> bytes:
@@ -407,12 +520,15 @@ def _sheet_png(rows: list[list[np.ndarray]], options: GenerateOptions) -> bytes:
     else:
         symbols = options.chars
         cells = np.stack([np.stack(row) for row in rows])
+    if options.own_class:
+        row_names = [f"draw {i + 1}" for i in range(len(rows))]
+        title = f"{len(symbols)} characters, each drawn in styles of its own real samples (randomness {options.randomness}, seed {options.seed})"
+    else:
+        row_names = [f"style {i + 1}" for i in range(len(rows))]
+        title = f"{len(rows)} styles x {len(symbols)} characters (randomness {options.randomness}, seed {options.seed})"
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, SHEET)
-        plots.character_sheet(
-            cells, list(symbols), [f"style {i + 1}" for i in range(len(rows))], path,
-            f"{len(rows)} styles x {len(symbols)} characters (randomness {options.randomness}, seed {options.seed})",
-        )
+        plots.character_sheet(cells, list(symbols), row_names, path, title)
         with open(path, "rb") as f:
             return f.read()
 
@@ -448,14 +564,22 @@ def _card(manifest: dict, data_dir: str, num_bytes: int) -> str:
     styles_from = (f"{len(o['style_images'])} image files of a person's handwriting" if o["style_images"]
                    else f"the {o['split']} split of {json.dumps(manifest['data'])}")
     recipe = json.dumps(meta.get("train_config"), indent=2) if "train_config" in meta else '"not recorded in the model file"'
-    per_draw = 1 if o["text"] is not None else len(o["chars"])
+    if o["pairing"] == "own-class":
+        per_char = f"{o['num_styles']:,} drawings of each" if o["num_styles"] else "each sample drawn once"
+        drawn_how = (f"{what}, each drawn in the handwriting styles of real samples of that same character, {per_char}, "
+                     f"from {manifest['styles']:,} style samples ({o['samples_per_style']} draw(s) from a style's posterior per use)")
+        counts = f"{manifest['rows']:,} rows from {manifest['styles']:,} style samples"
+    else:
+        per_draw = 1 if o["text"] is not None else len(o["chars"])
+        drawn_how = (f"{what} drawn in the handwriting style of each of {manifest['styles']:,} style samples, "
+                     f"{o['samples_per_style']} draw(s) from each style's posterior")
+        counts = f"{manifest['rows']:,} rows = {manifest['styles']:,} styles x {o['samples_per_style']} draw(s) x {per_draw} image(s)"
     return f"""---
 {yaml.safe_dump(header, sort_keys=False).strip()}
 ---
 # Generated handwriting: {manifest['rows']:,} images in {manifest['styles']:,} styles
 
-Written by `handvae generate`: {what} drawn in the handwriting style of each of {manifest['styles']:,} style
-samples ({styles_from}), {o['samples_per_style']} draw(s) from each style's posterior, seed {manifest['seed']}.
+Written by `handvae generate`: {drawn_how} ({styles_from}), seed {manifest['seed']}.
 The same model, inputs and seed give the same files.
 
 ![contact sheet: the first styles, one per row](sheet.png)
@@ -476,8 +600,7 @@ The same model, inputs and seed give the same files.
 - Model: `{manifest['model']}` (run {meta.get('run_name', 'unknown')}, epoch {meta.get('epoch', 'unknown')}),
   trained on {json.dumps(meta.get('data', 'data not recorded in the model file'))}.
 - Drawing: {json.dumps(manifest['drawing'])}; randomness {o['randomness']}, average {o['average']}.
-- Counts: {manifest['rows']:,} rows = {manifest['styles']:,} styles x {o['samples_per_style']} draw(s) x {per_draw} image(s),
-  in {len(manifest['file_rows'])} parquet file(s).
+- Counts: {counts}, in {len(manifest['file_rows'])} parquet file(s).
 - Recipe (the model's training config):
 
 ```json

@@ -16,14 +16,14 @@ from test_images import handwritten_l
 from typer.testing import CliRunner
 
 from handvae.cli import app
-from handvae.data.datasets import DataSources
+from handvae.data.datasets import DataSources, read_split
 from handvae.errors import DataError, OutputError
-from handvae.generate import GenerateOptions, run_generation
+from handvae.generate import GenerateOptions, own_class_draws, run_generation
 from handvae.labels import CHARSET
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 # 5 styles x 2 draws x 36 characters; 2 styles a model call (144 rows), 2 calls a file: 288 + 72 rows
-SMALL_FILES = GenerateOptions(num_styles=5, samples_per_style=2, num_workers=1, styles_per_batch=2, rows_per_file=288)
+SMALL_FILES = GenerateOptions(pairing="every-style", num_styles=5, samples_per_style=2, num_workers=1, styles_per_batch=2, rows_per_file=288)
 COLUMNS = ["style_id", "source", "row", "sample", "char", "label", "pixels", "image"]
 
 
@@ -111,6 +111,43 @@ def test_the_tools_people_use_read_the_same_rows(alphabets, tmp_path, monkeypatc
     assert "CC BY-SA 3.0" in card and "Sachin Patel" in card and "NIST Special Database 19" in card
 
 
+def test_own_class_draws_each_character_in_styles_of_its_own_samples(sources, model_path, tmp_path):
+    # The default for a data split. The train split holds about 2 samples of each letter and 3 of
+    # each digit: 5 drawings of a character reuse its samples, each time a further posterior draw.
+    options = GenerateOptions(split="train", num_styles=5, chars="AB3", samples_per_style=2, num_workers=1, styles_per_batch=3)
+    manifest = run_generation(model_path, sources, str(tmp_path / "own"), options)
+    frame = read(tmp_path / "own")
+    assert manifest["options"]["pairing"] == "own-class" and len(frame) == manifest["rows"] == 5 * 2 * 3
+    assert frame.groupby("char").size().to_dict() == {"3": 10, "A": 10, "B": 10}
+    real = read_split(sources, "train").to_pandas()
+    real_label = {(s, r): label for s, r, label in zip(real["source"], real["row"], real["label"])}
+    assert all(real_label[(s, r)] == label for s, r, label in zip(frame["source"], frame["row"], frame["label"]))  # its own class
+    per_style = frame.groupby("style_id")["sample"].agg(list)
+    assert all(sorted(samples) == list(range(len(samples))) for samples in per_style)  # reuses are further draws
+    counts = frame.groupby(["char", "style_id"]).size().groupby("char").agg(["min", "max"])
+    assert ((counts["max"] - counts["min"]) <= 2).all() and manifest["styles"] == len(per_style)  # spread evenly
+    assert frame["pixels"].nunique() == len(frame)
+    run_generation(model_path, sources, str(tmp_path / "again"), replace(options, num_workers=2))
+    assert parquet_files(tmp_path / "own") == parquet_files(tmp_path / "again")  # names and bytes
+
+
+def test_own_class_draws_spread_each_characters_drawings_over_its_samples():
+    style_ids, labels = np.arange(100, 110), np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
+    draws = own_class_draws(style_ids, labels, GenerateOptions(num_styles=7, chars="01"), "here")
+    assert draws[:3].sum() == 7 and draws[3:7].sum() == 7 and draws[7:].sum() == 0  # '2' not asked for
+    assert set(draws[:3]) == {2, 3} and set(draws[3:7]) == {1, 2}
+    assert np.array_equal(draws, own_class_draws(style_ids, labels, GenerateOptions(num_styles=7, chars="01"), "here"))
+    many = np.arange(1000, 1050)  # 50 samples of '0': which 10 are drawn is the seed's choice
+    chosen = [set(np.flatnonzero(own_class_draws(many, np.zeros(50, int), GenerateOptions(num_styles=10, chars="0", seed=seed), "here"))) for seed in (0, 0, 1)]
+    assert chosen[0] == chosen[1] != chosen[2] and len(chosen[2]) == 10
+    every = own_class_draws(style_ids, labels, GenerateOptions(chars="012", samples_per_style=2), "here")
+    assert (every == 2).all()  # without num_styles: each sample once, times its draws
+    with pytest.raises(DataError, match="here holds no samples of 'Z'"):
+        own_class_draws(style_ids, labels, GenerateOptions(num_styles=1, chars="0Z"), "here")
+    with pytest.raises(DataError, match="would draw one sample 50,000 times"):
+        own_class_draws(style_ids, labels, GenerateOptions(num_styles=100_000, chars="1", samples_per_style=2, seed=0), "here")
+
+
 def test_same_seed_same_files_whatever_the_actors(sources, model_path, alphabets, tmp_path):
     out, _ = alphabets
     again = run_generation(model_path, sources, str(tmp_path / "again"), replace(SMALL_FILES, num_workers=2))
@@ -120,7 +157,7 @@ def test_same_seed_same_files_whatever_the_actors(sources, model_path, alphabets
 
 
 def test_randomness_zero_draws_the_mean_style(sources, model_path, tmp_path):
-    run_generation(model_path, sources, str(tmp_path / "mean"), GenerateOptions(num_styles=2, chars="A7", samples_per_style=3, randomness=0.0))
+    run_generation(model_path, sources, str(tmp_path / "mean"), GenerateOptions(pairing="every-style", num_styles=2, chars="A7", samples_per_style=3, randomness=0.0))
     frame = read(tmp_path / "mean")
     for _, group in frame.groupby(["style_id", "char"]):
         assert group["pixels"].nunique() == 1  # every draw is the posterior mean
@@ -162,13 +199,19 @@ def test_bad_requests_are_refused_with_what_was_wrong(sources, model_path, tmp_p
         run_generation(model_path, sources, str(tmp_path / "mine"), GenerateOptions(num_styles=1))
     assert not (tmp_path / "out").exists() and (tmp_path / "mine" / "thesis.tex").read_text() == "keep"
     with pytest.raises(DataError, match=r"--num-styles 100,000: split 'test' of the given data holds \d+ style samples"):
-        run_generation(model_path, sources, str(tmp_path / "many"), GenerateOptions(num_styles=100_000))
+        run_generation(model_path, sources, str(tmp_path / "many"), GenerateOptions(pairing="every-style", num_styles=100_000))
     assert not (tmp_path / "many" / "_SUCCESS").exists()
+    with pytest.raises(DataError, match=r"split 'test' of the given data holds no samples of '9' to take its styles from"):
+        run_generation(model_path, sources, str(tmp_path / "nine"), GenerateOptions(num_styles=2, chars="A9"))  # the fixture's 9 test digits: 0-8
+    with pytest.raises(DataError, match="pairing own-class draws each style sample as its own class; the samples of --style-images have none"):
+        GenerateOptions(pairing="own-class", style_images=("a.png",))
+    with pytest.raises(DataError, match="pairing must be one of own-class, every-style, got 'mixed'"):
+        GenerateOptions(pairing="mixed")
 
 
 def test_cli_generates_and_exits_2_on_an_unsupported_character(sources, model_path, tmp_path):
     runner = CliRunner()
-    ok = runner.invoke(app, ["generate", "--model", model_path, "--out", str(tmp_path / "g"), "--mnist-dir", sources.mnist_dir, "--num-styles", "2", "--chars", "XY"])
+    ok = runner.invoke(app, ["generate", "--model", model_path, "--out", str(tmp_path / "g"), "--mnist-dir", sources.mnist_dir, "--num-styles", "2", "--chars", "XY", "--pairing", "every-style"])
     assert ok.exit_code == 0, ok.output
     assert "wrote 4 images in 2 styles" in ok.output
     bad = runner.invoke(app, ["generate", "--model", model_path, "--out", str(tmp_path / "h"), "--text", "hello"])

@@ -27,7 +27,7 @@ QUICK = ["--num-styles", "4", "--chars", "AB7"]  # 12 rows
 QUICK_OPTIONS = GenerateOptions(num_styles=4, chars="AB7")
 # Long enough to be caught midway: every training style of the bundled sample (~2,800), a file per
 # model call of 64 styles x 36 characters: ~45 files.
-LONG = ["--split", "train", "--rows-per-file", "1", "--num-workers", "1"]
+LONG = ["--split", "train", "--pairing", "every-style", "--rows-per-file", "1", "--num-workers", "1"]
 
 
 @pytest.fixture(scope="module")

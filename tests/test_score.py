@@ -36,7 +36,7 @@ def generated(real, tmp_path_factory):
     model = tmp_path_factory.mktemp("model") / "model.pt"
     save_model(model, VAE(VAEConfig(num_filters=4, num_latent=3)))
     out = tmp_path_factory.mktemp("gen") / "set"
-    run_generation(str(model), real, str(out), GenerateOptions(num_styles=3, num_workers=1))
+    run_generation(str(model), real, str(out), GenerateOptions(split="train", num_styles=3, num_workers=1))  # own-class: 3 of each
     return str(out)
 
 
