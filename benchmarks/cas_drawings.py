@@ -34,25 +34,16 @@ VARIANTS = {
     "sharp2": {"sharpness": 2.0},
     "sharp2-random2": {"sharpness": 2.0, "randomness": 2.0},
     "sharp2-jitter": {"sharpness": 2.0, "jitter": Augment(max_rotation=12, max_scale=0.12)},
-    "own-class": {"own_class": True},
 }
 """Changes from the model's own drawing: sharpness; randomness (the posterior's spread); jitter
-(style images rotated and scaled before they are encoded); own_class (each character drawn only
-in styles of its own class, 2,000 each, drawn with replacement)."""
+(style images rotated and scaled before they are encoded). Each character drawn only in styles of
+its own class is `handvae generate`'s own-class pairing: measure it with `handvae score`."""
 
 
-def draw(model, drawing: Drawing, train: tuple[torch.Tensor, torch.Tensor], seed: int, randomness=1.0, jitter=None, own_class=False):
-    """(images, labels) of one variant, from the seed alone."""
+def draw(model, drawing: Drawing, train: tuple[torch.Tensor, torch.Tensor], seed: int, randomness=1.0, jitter=None):
+    """(images, labels) of one variant (every-style), from the seed alone."""
     images, labels = train
     generator = torch.Generator().manual_seed(seed)
-    if own_class:
-        drawn = []
-        for c in range(NUM_CLASSES):
-            pool = images[labels == c]
-            pick = pool[torch.randint(0, len(pool), (STYLES,), generator=generator)]
-            keys = [(seed, c, i) for i in range(STYLES)]
-            drawn += [draw_in_styles(model, pick[s : s + CHUNK], keys[s : s + CHUNK], torch.tensor([c]), drawing, 1, randomness)[:, 0, 0] for s in range(0, STYLES, CHUNK)]
-        return torch.cat(drawn), torch.arange(NUM_CLASSES).repeat_interleave(STYLES)
     pick = torch.randperm(len(labels), generator=generator)[:STYLES]
     styles = images[pick]
     if jitter:
