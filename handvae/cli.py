@@ -261,6 +261,7 @@ def generate(
     seed: Annotated[int, typer.Option("--seed", help="Same seed and inputs, identical output.")] = 0,
     sharpness: Annotated[Optional[float], typer.Option("--sharpness", help="Factor on the decoder's logits: 1 soft (the seed), higher crisper (default: the model's recipe).")] = None,
     class_shift: Annotated[Optional[bool], typer.Option("--class-shift/--no-class-shift", show_default=False, help="Move styles between classes' mean latents (default: the model's recipe).")] = None,
+    detail_sharpness: Annotated[Optional[float], typer.Option("--detail-sharpness", help="--sharpness of own-class drawings by a model's detail decoder (default: the model's recipe).")] = None,
     num_workers: Annotated[Optional[int], typer.Option("--num-workers", help="Model actors (default: one per CPU but one).")] = None,
     use_gpu: Annotated[bool, typer.Option("--use-gpu", help="One GPU per model actor.")] = False,
     rows_per_file: Annotated[int, typer.Option("--rows-per-file", help="Rows per parquet file (whole model calls of 64 styles).")] = 100_000,
@@ -276,7 +277,7 @@ def generate(
     options = GenerateOptions(
         chars=chars, text=text, split=split, pairing=pairing, style_images=tuple(style_images or ()), num_styles=num_styles,
         samples_per_style=samples_per_style, randomness=randomness, average=average, seed=seed, sharpness=sharpness, class_shift=class_shift,
-        num_workers=num_workers, use_gpu=use_gpu, rows_per_file=rows_per_file,
+        detail_sharpness=detail_sharpness, num_workers=num_workers, use_gpu=use_gpu, rows_per_file=rows_per_file,
     )
     manifest = run_generation(model, sources, out, options)
     typer.echo(f"wrote {manifest['rows']:,} images in {manifest['styles']:,} styles to {storage.absolute(out)} (files: {manifest['data_dir']}/, contact sheet: sheet.png)")

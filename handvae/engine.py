@@ -23,7 +23,7 @@ def model_inputs(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
     return images.unsqueeze(1).float().div_(255.0), labels.long()
 
 
-TRAIN_SUMS = ("images", "cat_loss", "recon_loss", "kl_loss")
+TRAIN_SUMS = ("images", "cat_loss", "recon_loss", "kl_loss", "detail_recon_loss", "detail_kl_loss")
 EVAL_SUMS = ("images", "correct", "recon_correct_pixels", "pixels", "cat_loss", "recon_loss", "kl_loss")
 
 
@@ -41,7 +41,7 @@ def train_steps(
     epoch's own forward passes instead of another pass over the data."""
     model.train()
     device = _device(model)
-    loss_sums = torch.zeros(3, dtype=torch.float64, device=device)  # on the device: no sync per step
+    loss_sums = torch.zeros(len(TRAIN_SUMS) - 1, dtype=torch.float64, device=device)  # on the device: no sync per step
     images_seen = 0
     for images, labels in batches:
         x, y = model_inputs(images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
@@ -52,15 +52,15 @@ def train_steps(
             decoder_labels = torch.where(forced, y, -1)
         optimizer.zero_grad(set_to_none=True)
         with _autocast(x.device, config.bf16):
-            x_recon, z_mean, log_z_var, y_logits = model(x, decoder_labels=decoder_labels)
-            terms = loss_terms(x, y, x_recon, z_mean, log_z_var, y_logits)
+            out = model(x, decoder_labels=decoder_labels)
+            terms = loss_terms(x, y, out)
         total_loss(terms, config.loss, epoch).backward()
         optimizer.step()
-        loss_sums += torch.stack([terms.cat, terms.recon, terms.kl]).detach().double() * len(y)
+        loss_sums += torch.stack([terms.cat, terms.recon, terms.kl, terms.detail_recon, terms.detail_kl]).detach().double() * len(y)
         images_seen += len(y)
         if latent_sums is not None:
             with torch.no_grad():
-                counted = torch.cat([z_mean.detach().double(), torch.ones(len(y), 1, dtype=torch.float64, device=device)], dim=1)
+                counted = torch.cat([out.z_mean.detach().double(), torch.ones(len(y), 1, dtype=torch.float64, device=device)], dim=1)
                 latent_sums.index_add_(0, y, counted)
     return torch.cat([torch.tensor([float(images_seen)], dtype=torch.float64), loss_sums.cpu()])
 
@@ -113,11 +113,11 @@ def predict(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     """One batch of uint8 images (B, S, S) and labels (B,) through the model, as in the seed's
     evaluation: forward() with a posterior sample of z (drawn with `noise` when given)."""
     x, y = model_inputs(images, labels)
-    x_recon, z_mean, log_z_var, y_logits = model(x, noise)
+    out = model(x, noise)
     return Predictions(
-        predicted=y_logits.argmax(dim=1),
-        recon_hits=((x_recon > 0) == (x > 0.5)).squeeze(1),  # sigmoid(r) > 0.5  <=>  r > 0
-        terms=loss_terms(x, y, x_recon, z_mean, log_z_var, y_logits, per_image=True),
+        predicted=out.y_logits.argmax(dim=1),
+        recon_hits=((out.x_recon > 0) == (x > 0.5)).squeeze(1),  # sigmoid(r) > 0.5  <=>  r > 0
+        terms=loss_terms(x, y, out, per_image=True),
     )
 
 
@@ -168,6 +168,8 @@ def epoch_figures(train_sums: torch.Tensor, eval_sums: torch.Tensor) -> dict[str
         "cat_loss": train["cat_loss"] / train["images"],
         "recon_loss": train["recon_loss"] / train["images"],
         "kl_loss": train["kl_loss"] / train["images"],
+        "detail_recon_loss": train["detail_recon_loss"] / train["images"],
+        "detail_kl_loss": train["detail_kl_loss"] / train["images"],
         "test_accuracy": test["correct"] / test["images"] if test["images"] else float("nan"),
         "recon_accuracy": test["recon_correct_pixels"] / test["pixels"] if test["pixels"] else float("nan"),
         "train_images": int(train["images"]),

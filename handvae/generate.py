@@ -9,7 +9,8 @@ Styles come from a split of the readers' data (any data flags) or from image fil
 own handwriting (--style-images). A pool of model actors (one model build per actor, CPU or GPU)
 encodes each style sample and decodes characters in that style (--pairing):
 - own-class (the default for a data split): each character in styles of real samples of that same
-  character, --num-styles drawings of each: a data set for training classifiers (its measure is
+  character, --num-styles drawings of each, by the model's detail decoder where it has one (the
+  sample's own details carry over): a data set for training classifiers (its measure is
   `handvae score`; README, "Recipes");
 - every-style (the default for --style-images and --text): every character asked for in every
   style, the full set 0-9 A-Z by default (the seed's last cell), a subset (--chars), or a line of
@@ -110,6 +111,8 @@ class GenerateOptions:
     """Factor on the decoder's logits (see `Drawing`); None: as the model's recipe draws."""
     class_shift: bool | None = None
     """Shift styles between classes' mean latents (see `Drawing`); None: as the model's recipe draws."""
+    detail_sharpness: float | None = None
+    """`sharpness` of the detail decoder's own-class drawings (see `Drawing`); None: as the model's recipe draws."""
     num_workers: int | None = None
     """Model actors; by default one per CPU but one (one per GPU with use_gpu)."""
     use_gpu: bool = False
@@ -206,7 +209,7 @@ class _Drawer(ModelActor):
         for label, count in sorted(set(zip(labels.tolist(), draws.tolist()))):
             group = np.flatnonzero((labels == label) & (draws == count))
             keys = [(o.seed, int(batch["style_id"][i])) for i in group]
-            drawn = draw_in_styles(self.model, images[group], keys, torch.tensor([label]), self.drawing, count, o.randomness, o.average)
+            drawn = draw_in_styles(self.model, images[group], keys, torch.tensor([label]), self.drawing, count, o.randomness, o.average, own_class=True)
             for index, styles in zip(group, drawn[:, :, 0].numpy()):
                 pictures[index] = styles  # (count, S, S)
         return pa.table({
@@ -373,7 +376,7 @@ def _with_rank(batch: dict, seed: int) -> dict:
 def run_generation(model_path: str, sources: DataSources, out: str, options: GenerateOptions = GenerateOptions()) -> dict:
     """Generate the data set into OUT (a folder or URI) and commit it; returns the manifest."""
     model, metadata = load_checked_model(model_path)
-    given = {k: v for k, v in (("sharpness", options.sharpness), ("class_shift", options.class_shift)) if v is not None}
+    given = {k: getattr(options, k) for k in ("sharpness", "class_shift", "detail_sharpness") if getattr(options, k) is not None}
     try:
         drawing = replace(Drawing.from_metadata(metadata), **given)  # the model's recipe, unless told otherwise
     except ValueError as exc:
@@ -419,6 +422,7 @@ def _generate(model, metadata, drawing, model_path, sources, dataset: outputs.Da
         "file_rows": list(file_rows),
         "columns": list(_FEATURES),
         "model": storage.absolute(model_path),
+        "model_config": model.config.to_dict(),
         "model_metadata": {k: metadata[k] for k in ("run_name", "epoch", "train_config", "data") if k in metadata},
         "data": sources.describe() if not options.style_images else {"style_images": list(options.style_images)},
         "options": {k: v for k, v in asdict(options).items() if k not in ("labels", "num_workers", "use_gpu", "styles_per_batch", "rows_per_file")},
@@ -566,8 +570,9 @@ def _card(manifest: dict, data_dir: str, num_bytes: int) -> str:
     recipe = json.dumps(meta.get("train_config"), indent=2) if "train_config" in meta else '"not recorded in the model file"'
     if o["pairing"] == "own-class":
         per_char = f"{o['num_styles']:,} drawings of each" if o["num_styles"] else "each sample drawn once"
+        detail = " and detail code" if manifest["model_config"]["detail_latent"] else ""
         drawn_how = (f"{what}, each drawn in the handwriting styles of real samples of that same character, {per_char}, "
-                     f"from {manifest['styles']:,} style samples ({o['samples_per_style']} draw(s) from a style's posterior per use)")
+                     f"from {manifest['styles']:,} style samples ({o['samples_per_style']} draw(s) from a style's posterior{detail} per use)")
         counts = f"{manifest['rows']:,} rows from {manifest['styles']:,} style samples"
     else:
         per_draw = 1 if o["text"] is not None else len(o["chars"])

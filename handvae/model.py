@@ -1,11 +1,13 @@
 """The supervised VAE of the seed notebook: an encoder that classifies a character and infers a
-latent style, and a decoder that draws a character from a style and a class.
+latent style, and a decoder that draws a character from a style and a class; optionally a detail
+code beside the style, and a second decoder that draws a sample's own character from both.
 
 Pure torch, no Ray. The model rebuilds from its `VAEConfig` alone, which every checkpoint carries
 (see `handvae.checkpoint`).
 """
 
 from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -26,17 +28,42 @@ class VAEConfig:
     """Channels of both convolutions and both transposed convolutions."""
     num_latent: int = 64
     """Dimension of the latent style vector z."""
+    detail_latent: int = 0
+    """Dimension of the detail code d beside z (0: none, the seed). z is the style that transfers:
+    the decoder draws any character in it. d, lightly weighed by the KL
+    (`LossWeights.detail_kl_weight`), keeps what makes a sample itself; a second decoder reads z
+    and d together to draw a sample's own character as it was written (own-class generation)."""
 
     def __post_init__(self):
         for field in fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"VAEConfig.{field.name} must be a positive integer, got {value!r}")
+            value, least = getattr(self, field.name), 0 if field.name == "detail_latent" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                expected = "an integer >= 0" if least == 0 else "a positive integer"
+                raise ValueError(f"VAEConfig.{field.name} must be {expected}, got {value!r}")
         if self.input_size % 4:
             raise ValueError(f"VAEConfig.input_size must be a multiple of 4, got {self.input_size}")
 
+    @property
+    def noise_size(self) -> int:
+        """Standard normal numbers one posterior draw takes: z's, then d's."""
+        return self.num_latent + self.detail_latent
+
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+class ModelOutput(NamedTuple):
+    """What `VAE.forward` returns; the detail fields are None for a model without a detail code."""
+
+    x_recon: torch.Tensor
+    """(B, 1, S, S) image logits drawn from z."""
+    z_mean: torch.Tensor
+    log_z_var: torch.Tensor
+    y_logits: torch.Tensor
+    detail_recon: torch.Tensor | None = None
+    """(B, 1, S, S) image logits drawn from z and d."""
+    detail_mean: torch.Tensor | None = None
+    detail_log_var: torch.Tensor | None = None
 
 
 class VAE(nn.Module):
@@ -57,24 +84,24 @@ class VAE(nn.Module):
         self.z_mean = nn.Linear(features, config.num_latent)
         self.z_log_var = nn.Linear(features, config.num_latent)
 
-        self.label_to_features = nn.Sequential(
-            nn.Linear(config.num_classes, 128), nn.ReLU(), nn.Linear(128, features)
-        )
-        self.z_to_features = nn.Linear(config.num_latent, features)
+        self.label_to_features, self.z_to_features, self.decoder = _decoder_layers(config, config.num_latent)
         # Mean posterior latent of each class over the training set, filled at the end of training:
         # what `Drawing.class_shift` moves styles by. Zeros (no shift) until then.
         self.register_buffer("class_latent_means", torch.zeros(config.num_classes, config.num_latent))
-        self.decoder = nn.Sequential(
-            nn.Unflatten(1, (filters, side, side)),
-            nn.ConvTranspose2d(filters, filters, kernel_size=4, stride=2, padding=1),
-            nn.ReLU(),
-            nn.ConvTranspose2d(filters, 1, kernel_size=4, stride=2, padding=1),
-        )
+        if config.detail_latent:
+            self.detail_mean = nn.Linear(features, config.detail_latent)
+            self.detail_log_var = nn.Linear(features, config.detail_latent)
+            self.detail_decoder = nn.ModuleList(_decoder_layers(config, config.num_latent + config.detail_latent))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Images (B, 1, S, S) in [0, 1] -> (z_mean, log_z_var, y_logits)."""
+        return self.encode_with_detail(x)[:3]
+
+    def encode_with_detail(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """`encode`'s three, then (detail_mean, detail_log_var) of the detail code (None, None without one)."""
         h = self.encoder(x)
-        return self.z_mean(h), self.z_log_var(h), self.classifier(h)
+        detail = (self.detail_mean(h), self.detail_log_var(h)) if self.config.detail_latent else (None, None)
+        return self.z_mean(h), self.z_log_var(h), self.classifier(h), *detail
 
     @staticmethod
     def sample(z_mean: torch.Tensor, log_z_var: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -89,24 +116,53 @@ class VAE(nn.Module):
         As in the seed, the class input goes through a softmax first, whether it is the encoder's
         logits or a one-hot vector.
         """
-        h = self.label_to_features(F.softmax(y_logits, dim=1)) + self.z_to_features(z)
-        return self.decoder(h)
+        return _draw(self.label_to_features, self.z_to_features, self.decoder, z, y_logits)
 
-    def forward(
-        self, x: torch.Tensor, noise: torch.Tensor | None = None, decoder_labels: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> (x_recon_logits, z_mean, log_z_var, y_logits), the seed's order; `noise` as in `sample`.
+    def decode_detail(self, z: torch.Tensor, detail: torch.Tensor, y_logits: torch.Tensor) -> torch.Tensor:
+        """`decode` by the detail decoder, which reads the detail code (B, detail_latent) beside z."""
+        return _draw(*self.detail_decoder, torch.cat([z, detail], dim=1), y_logits)
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None, decoder_labels: torch.Tensor | None = None) -> ModelOutput:
+        """Reconstructions of x from a posterior draw of z (and d); `noise` (B, config.noise_size)
+        as in `sample`, z's then d's.
 
         The decoder draws the class the encoder predicts (the seed), except for images whose entry
         in `decoder_labels` (B,) is a class 0..C-1: those are drawn as that class (-1: predicted).
         """
-        z_mean, log_z_var, y_logits = self.encode(x)
-        z = self.sample(z_mean, log_z_var, noise)
+        z_mean, log_z_var, y_logits, detail_mean, detail_log_var = self.encode_with_detail(x)
+        latent = self.config.num_latent
+        z = self.sample(z_mean, log_z_var, None if noise is None else noise[:, :latent])
         class_input = y_logits
         if decoder_labels is not None:
             given = (decoder_labels >= 0).unsqueeze(1)
             class_input = torch.where(given, one_hot_logits(decoder_labels.clamp_min(0), self.config.num_classes), y_logits)
-        return self.decode(z, class_input), z_mean, log_z_var, y_logits
+        x_recon = self.decode(z, class_input)
+        if not self.config.detail_latent:
+            return ModelOutput(x_recon, z_mean, log_z_var, y_logits)
+        detail = self.sample(detail_mean, detail_log_var, None if noise is None else noise[:, latent:])
+        # z.detach(): z is trained by the style decoder alone, so it stays a style that transfers
+        # between characters; the detail decoder reads it but does not shape it.
+        detail_recon = self.decode_detail(z.detach(), detail, class_input)
+        return ModelOutput(x_recon, z_mean, log_z_var, y_logits, detail_recon, detail_mean, detail_log_var)
+
+
+def _decoder_layers(config: VAEConfig, latent: int) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """(label_to_features, z_to_features, decoder): the seed's decoder, reading `latent` numbers."""
+    filters, side = config.num_filters, config.input_size // 4
+    features = filters * side * side
+    label_to_features = nn.Sequential(nn.Linear(config.num_classes, 128), nn.ReLU(), nn.Linear(128, features))
+    z_to_features = nn.Linear(latent, features)
+    decoder = nn.Sequential(
+        nn.Unflatten(1, (filters, side, side)),
+        nn.ConvTranspose2d(filters, filters, kernel_size=4, stride=2, padding=1),
+        nn.ReLU(),
+        nn.ConvTranspose2d(filters, 1, kernel_size=4, stride=2, padding=1),
+    )
+    return label_to_features, z_to_features, decoder
+
+
+def _draw(label_to_features: nn.Module, z_to_features: nn.Module, decoder: nn.Module, z: torch.Tensor, y_logits: torch.Tensor) -> torch.Tensor:
+    return decoder(label_to_features(F.softmax(y_logits, dim=1)) + z_to_features(z))
 
 
 def one_hot_logits(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

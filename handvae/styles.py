@@ -22,6 +22,7 @@ def draw_in_styles(
     samples_per_style: int = 1,
     randomness: float = 1.0,
     average: int = 1,
+    own_class: bool = False,
 ) -> torch.Tensor:
     """Every class in `labels` (C,) drawn in the style of each of the uint8 `images` (N, S, S):
     uint8 (N, samples_per_style, C, S, S), white ink on black.
@@ -29,6 +30,11 @@ def draw_in_styles(
     Each style is drawn from its image's posterior with the spread scaled by `randomness` (0: the
     posterior mean), averaged over `average` draws. Each image's noise comes from its own key (a
     tuple of non-negative ints), so a style does not depend on the other images of its batch.
+
+    `own_class`: `labels` is each image's own class. A model with a detail code then draws with
+    its detail decoder, from z and d, so that the sample's own details carry over (at
+    `drawing.detail_sharpness`); characters of other classes take z alone, the part of a style
+    that transfers.
 
     The decoder applies a softmax to its class input. The seed's last cell feeds it a one-hot
     vector, which that softmax flattens to 0.07 against 0.03: the class barely shows, and every
@@ -40,20 +46,35 @@ def draw_in_styles(
         raise ValueError(f"{len(images)} images need as many style keys, got {len(style_keys)}")
     device = next(model.parameters()).device
     x, _ = model_inputs(images.to(device), torch.zeros(len(images), dtype=torch.long, device=device))
-    z_mean, log_z_var, y_logits = model.encode(x)
-    count, latent, classes = len(images), z_mean.shape[1], len(labels)
-    noise = seeded_normal(style_keys, samples_per_style * average * latent).to(device)
-    noise = noise.view(count, samples_per_style, average, latent)
-    z = (z_mean[:, None, None] + randomness * torch.exp(0.5 * log_z_var)[:, None, None] * noise).mean(dim=2)  # (N, S, L)
-    z = z[:, :, None].expand(count, samples_per_style, classes, latent)
+    z_mean, log_z_var, y_logits, detail_mean, detail_log_var = model.encode_with_detail(x)
+    count, classes, latent = len(images), len(labels), z_mean.shape[1]
+    draws = (samples_per_style, average, randomness)
+    z = _posterior_draws(z_mean, log_z_var, style_keys, *draws)[:, :, None].expand(count, samples_per_style, classes, latent)
     labels = labels.to(device)
     if drawing.class_shift:
         means = model.class_latent_means
         z = z - means[y_logits.argmax(dim=1)][:, None, None] + means[labels][None, None]
-    class_input = one_hot_logits(labels, model.config.num_classes).expand(count, samples_per_style, classes, -1)
-    logits = model.decode(z.reshape(-1, latent), class_input.reshape(-1, model.config.num_classes))
-    images_out = logits.mul(drawing.sharpness).sigmoid().mul(255).round().to(torch.uint8)
+    class_input = one_hot_logits(labels, model.config.num_classes).expand(count, samples_per_style, classes, -1).reshape(-1, model.config.num_classes)
+    if own_class and detail_mean is not None:
+        # Its own stream of each key: z's noise stays what it is without the detail code.
+        detail = _posterior_draws(detail_mean, detail_log_var, [(*key, 1) for key in style_keys], *draws)
+        detail = detail[:, :, None].expand(count, samples_per_style, classes, -1)
+        logits = model.decode_detail(z.reshape(-1, latent), detail.reshape(-1, detail.shape[-1]), class_input)
+        sharpness = drawing.detail_sharpness
+    else:
+        logits, sharpness = model.decode(z.reshape(-1, latent), class_input), drawing.sharpness
+    images_out = logits.mul(sharpness).sigmoid().mul(255).round().to(torch.uint8)
     return images_out.view(count, samples_per_style, classes, *images.shape[1:]).cpu()
+
+
+def _posterior_draws(
+    mean: torch.Tensor, log_var: torch.Tensor, keys: Sequence[Sequence[int]], samples: int, average: int, randomness: float
+) -> torch.Tensor:
+    """(N, samples, size): each image's draws, each the mean of `average` draws with the spread
+    scaled by `randomness`, with noise from the image's key."""
+    count, size = mean.shape
+    noise = seeded_normal(keys, samples * average * size).to(mean.device).view(count, samples, average, size)
+    return (mean[:, None, None] + randomness * torch.exp(0.5 * log_var)[:, None, None] * noise).mean(dim=2)
 
 
 @torch.no_grad()
@@ -61,5 +82,5 @@ def reconstruct(model: VAE, images: torch.Tensor) -> tuple[torch.Tensor, torch.T
     """uint8 images (N, S, S) -> (reconstructions as uint8 (N, S, S), predicted labels (N,)),
     through forward() as in the seed's comparison of originals and reconstructions."""
     x, _ = model_inputs(images, torch.zeros(len(images), dtype=torch.long))
-    x_recon, _, _, y_logits = model(x.to(next(model.parameters()).device))
-    return x_recon.sigmoid().mul(255).round().to(torch.uint8).squeeze(1).cpu(), y_logits.argmax(dim=1).cpu()
+    out = model(x.to(next(model.parameters()).device))
+    return out.x_recon.sigmoid().mul(255).round().to(torch.uint8).squeeze(1).cpu(), out.y_logits.argmax(dim=1).cpu()

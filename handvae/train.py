@@ -169,7 +169,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         record["images_per_second"] = record["train_images"] / train_seconds
         history.append(record)
         if rank == 0:
-            print(_progress_line(record, config.epochs), flush=True)
+            print(_progress_line(record, config), flush=True)
             storage.write_bytes(storage.join(run_dir, METRICS_FILE), "".join(json.dumps(r) + "\n" for r in history).encode())
             if scalars:
                 for name, value in record.items():
@@ -280,10 +280,11 @@ def _fault_drill(config: TrainConfig, epoch: int, run_dir: str) -> None:
         raise RuntimeError(f"fault drill: rank 0 fails once at the end of epoch {epoch}")
 
 
-def _progress_line(record: dict, epochs: int) -> str:
+def _progress_line(record: dict, config: TrainConfig) -> str:
+    detail = f"detail_recon_loss {record['detail_recon_loss']:.4f}  detail_kl_loss {record['detail_kl_loss']:.2f}  " if config.model.detail_latent else ""
     return (
-        f"epoch {record['epoch']}/{epochs}  cat_loss {record['cat_loss']:.4f}  recon_loss {record['recon_loss']:.4f}  "
-        f"kl_loss {record['kl_loss']:.3f}  test_accuracy {record['test_accuracy']:.2%}  "
+        f"epoch {record['epoch']}/{config.epochs}  cat_loss {record['cat_loss']:.4f}  recon_loss {record['recon_loss']:.4f}  "
+        f"kl_loss {record['kl_loss']:.3f}  {detail}test_accuracy {record['test_accuracy']:.2%}  "
         f"recon_accuracy {record['recon_accuracy']:.2%}  {record['images_per_second']:.0f} images/s"
     )
 

@@ -55,14 +55,15 @@ def make_mnist_root(root: Path, train: int = 30, test: int = 12, gz: bool = True
 
 
 def save_tiny_model(path: Path) -> str:
-    """A freshly initialised (seeded) small model file: what generation and output tests need."""
+    """A freshly initialised (seeded) small model file with a detail code, as the default's:
+    what generation and output tests need."""
     import torch
 
     from handvae.checkpoint import save_model
     from handvae.model import VAE, VAEConfig
 
     torch.manual_seed(0)
-    save_model(path, VAE(VAEConfig(num_filters=4, num_latent=3)))
+    save_model(path, VAE(VAEConfig(num_filters=4, num_latent=3, detail_latent=2)))
     return str(path)
 
 

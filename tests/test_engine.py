@@ -5,7 +5,7 @@ import torch
 
 from handvae.engine import EVAL_SUMS, TRAIN_SUMS, epoch_figures, evaluate, train_epoch
 from handvae.config import TrainConfig
-from handvae.model import VAE, VAEConfig
+from handvae.model import VAE, ModelOutput, VAEConfig
 
 
 def toy_data(n=96, seed=0):
@@ -40,7 +40,7 @@ def test_evaluate_counts_by_hand():
     class Fixed(torch.nn.Module):
         def forward(self, x, noise=None):
             n = len(x)
-            return torch.ones_like(x), torch.zeros(n, 2), torch.zeros(n, 2), torch.tensor([[0.0, 5.0]]).repeat(n, 1)
+            return ModelOutput(torch.ones_like(x), torch.zeros(n, 2), torch.zeros(n, 2), torch.tensor([[0.0, 5.0]]).repeat(n, 1))
 
     images = torch.zeros(3, 28, 28, dtype=torch.uint8)
     images[0, :14] = 255  # half of image 0 is ink
@@ -48,7 +48,7 @@ def test_evaluate_counts_by_hand():
     sums = dict(zip(EVAL_SUMS, evaluate(Fixed(), images, labels, batch_size=2).tolist()))
     assert sums["images"] == 3 and sums["correct"] == 2
     assert sums["pixels"] == 3 * 784 and sums["recon_correct_pixels"] == 14 * 28  # only the ink pixels match
-    figures = epoch_figures(torch.tensor([3.0, 3.0, 3.0, 3.0], dtype=torch.float64), torch.tensor(list(sums.values()), dtype=torch.float64))
+    figures = epoch_figures(torch.tensor([3.0, 3.0, 3.0, 3.0, 0.0, 0.0], dtype=torch.float64), torch.tensor(list(sums.values()), dtype=torch.float64))
     assert figures["test_accuracy"] == pytest.approx(2 / 3)
     assert figures["recon_accuracy"] == pytest.approx(14 * 28 / (3 * 784))
     assert figures["cat_loss"] == 1.0

@@ -118,6 +118,7 @@ def test_own_class_draws_each_character_in_styles_of_its_own_samples(sources, mo
     manifest = run_generation(model_path, sources, str(tmp_path / "own"), options)
     frame = read(tmp_path / "own")
     assert manifest["options"]["pairing"] == "own-class" and len(frame) == manifest["rows"] == 5 * 2 * 3
+    assert manifest["model_config"]["detail_latent"] == 2 and "posterior and detail code per use" in (tmp_path / "own" / "README.md").read_text()
     assert frame.groupby("char").size().to_dict() == {"3": 10, "A": 10, "B": 10}
     real = read_split(sources, "train").to_pandas()
     real_label = {(s, r): label for s, r, label in zip(real["source"], real["row"], real["label"])}

@@ -7,7 +7,8 @@ from handvae.model import VAE, VAEConfig, one_hot_logits
 def test_shapes_follow_the_seed_architecture():
     model = VAE(VAEConfig())
     x = torch.rand(5, 1, 28, 28)
-    x_recon, z_mean, log_z_var, y_logits = model(x)
+    x_recon, z_mean, log_z_var, y_logits, *detail = model(x)
+    assert detail == [None, None, None]
     assert x_recon.shape == (5, 1, 28, 28)
     assert z_mean.shape == log_z_var.shape == (5, 64)
     assert y_logits.shape == (5, 36)
@@ -38,13 +39,31 @@ def test_sample_is_the_reparameterisation():
 
 
 def test_gradients_reach_every_parameter():
-    model = VAE(VAEConfig(num_filters=4, num_latent=3))
-    x_recon, z_mean, log_z_var, y_logits = model(torch.rand(3, 1, 28, 28))
-    (x_recon.sum() + z_mean.sum() + log_z_var.sum() + y_logits.sum()).backward()
+    model = VAE(VAEConfig(num_filters=4, num_latent=3, detail_latent=2))
+    out = model(torch.rand(3, 1, 28, 28))
+    sum(part.sum() for part in out).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
-@pytest.mark.parametrize("field,value", [("input_size", 30), ("num_filters", 0), ("num_latent", -1), ("num_classes", 2.5), ("input_size", True)])
+def test_the_detail_decoder_reads_z_and_d_but_does_not_train_z():
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(num_filters=4, num_latent=3, detail_latent=2))
+    x, noise = torch.rand(2, 1, 28, 28), torch.randn(2, 5)
+    out = model(x, noise)
+    assert out.detail_recon.shape == out.x_recon.shape and out.detail_mean.shape == out.detail_log_var.shape == (2, 2)
+    z = VAE.sample(out.z_mean, out.log_z_var, noise[:, :3])
+    d = VAE.sample(out.detail_mean, out.detail_log_var, noise[:, 3:])
+    assert torch.allclose(out.detail_recon, model.decode_detail(z, d, out.y_logits), atol=1e-6)
+    assert torch.allclose(out.x_recon, model.decode(z, out.y_logits), atol=1e-6)
+    # The detail decoder's loss reaches d and its own layers, never z's: z stays the style decoder's.
+    out.detail_recon.sum().backward()
+    assert model.z_mean.weight.grad is None and model.z_to_features.weight.grad is None
+    assert model.detail_mean.weight.grad.abs().sum() > 0 and model.detail_decoder[1].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "field,value", [("input_size", 30), ("num_filters", 0), ("num_latent", -1), ("num_classes", 2.5), ("input_size", True), ("detail_latent", -1)]
+)
 def test_config_rejects_bad_sizes(field, value):
     with pytest.raises(ValueError, match=field):
         VAEConfig(**{field: value})
@@ -59,8 +78,8 @@ def test_decoder_labels_replace_the_prediction_image_by_image():
     torch.manual_seed(0)
     model = VAE(VAEConfig(num_filters=4, num_latent=3)).eval()
     x, noise = torch.rand(3, 1, 28, 28), torch.zeros(3, 3)
-    free, z_mean, _, y_logits = model(x, noise)
-    forced, *_ = model(x, noise, decoder_labels=torch.tensor([5, -1, 20]))
+    free, z_mean, _, y_logits = model(x, noise)[:4]
+    forced = model(x, noise, decoder_labels=torch.tensor([5, -1, 20])).x_recon
     assert torch.allclose(forced[1], free[1])  # -1: the encoder's prediction, as in the seed
     for i, label in ((0, 5), (2, 20)):
         assert torch.allclose(forced[i], model.decode(z_mean[i : i + 1], one_hot_logits(torch.tensor([label]), 36))[0])

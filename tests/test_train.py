@@ -18,7 +18,7 @@ from handvae.train import run_training
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 EPOCHS = 3
-METRIC_KEYS = {"epoch", "cat_loss", "recon_loss", "kl_loss", "test_accuracy", "recon_accuracy", "images_per_second"}
+METRIC_KEYS = {"epoch", "cat_loss", "recon_loss", "kl_loss", "detail_recon_loss", "detail_kl_loss", "test_accuracy", "recon_accuracy", "images_per_second"}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def sources(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def config():
-    return TrainConfig(epochs=EPOCHS, batch_size=16, num_workers=2, learning_rate=3e-3, report=False, model=VAEConfig(num_filters=8, num_latent=4))
+    return TrainConfig(epochs=EPOCHS, batch_size=16, num_workers=2, learning_rate=3e-3, report=False, model=VAEConfig(num_filters=8, num_latent=4, detail_latent=2))
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,7 @@ def test_two_workers_learn_and_write_one_record_per_epoch(uninterrupted):
         assert record["train_images"] % 2 == 0
     assert records[-1]["recon_loss"] < records[0]["recon_loss"]
     assert records[-1]["cat_loss"] < records[0]["cat_loss"]
+    assert records[-1]["detail_recon_loss"] < records[0]["detail_recon_loss"] and records[-1]["detail_kl_loss"] > 0
     import glob
 
     assert glob.glob(f"{uninterrupted.run_dir}/tensorboard/events.out.tfevents*")
