@@ -207,20 +207,15 @@ def test_streaming_run_learns_and_exports_the_class_latent_means_of_its_last_epo
     assert torch.equal(state["class_latent_means"], means)  # the checkpoint carries them; model.pt is exported from it
 
 
-def test_stopped_after_epoch_2_resumes_with_the_same_weights(ray_local, generated, config, straight, tmp_path):
-    sources = DataSources(dataset=str(generated))
-    run_training(replace(config, epochs=2), sources, "resumed", str(tmp_path))
-    result = run_training(config, sources, "resumed", str(tmp_path))
+def test_stopped_on_a_copy_of_the_folder_elsewhere_then_a_worker_fault_gives_the_same_weights(ray_local, generated, config, straight, tmp_path):
+    # Three promises in one resumed run (the suite's time is short): the folder moved elsewhere
+    # gives the same splits, order and weights; a run stopped after epoch 2 resumes at epoch 3;
+    # a worker failure at the end of epoch 3 is retried from the epoch-2 checkpoint.
+    copy = DataSources(dataset=str(shutil.copytree(generated, tmp_path / "moved" / "elsewhere")))
+    run_training(replace(config, epochs=2), copy, "resumed", str(tmp_path))
+    result = run_training(replace(config, fail_once_at_epoch=3, max_failures=1), copy, "resumed", str(tmp_path))
+    assert (tmp_path / "resumed" / ".fault-drill-done").exists()
     assert [r["epoch"] for r in result.metrics] == [1, 2, 3]
-    assert_same_weights(result.model_path, straight.model_path)
-
-
-def test_a_worker_fault_on_a_copy_of_the_folder_elsewhere_gives_the_same_weights(ray_local, generated, config, straight, tmp_path):
-    # Two promises in one run (the suite's time is short): the folder moved elsewhere gives the same
-    # splits, order and weights, and so does a worker failure retried from the checkpoint.
-    copy = shutil.copytree(generated, tmp_path / "moved" / "elsewhere")
-    result = run_training(replace(config, fail_once_at_epoch=2, max_failures=1), DataSources(dataset=str(copy)), "faulty", str(tmp_path))
-    assert (tmp_path / "faulty" / ".fault-drill-done").exists()
     losses = lambda metrics: [(r["cat_loss"], r["recon_loss"], r["test_accuracy"]) for r in metrics]  # noqa: E731
     assert losses(result.metrics) == losses(straight.metrics)
     assert_same_weights(result.model_path, straight.model_path)
