@@ -113,7 +113,7 @@ def predict(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     """One batch of uint8 images (B, S, S) and labels (B,) through the model, as in the seed's
     evaluation: forward() with a posterior sample of z (drawn with `noise` when given)."""
     x, y = model_inputs(images, labels)
-    out = model(x, noise)
+    out = model(x, noise, detail=False)
     return Predictions(
         predicted=out.y_logits.argmax(dim=1),
         recon_hits=((out.x_recon > 0) == (x > 0.5)).squeeze(1),  # sigmoid(r) > 0.5  <=>  r > 0

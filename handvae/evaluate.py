@@ -81,7 +81,7 @@ class _Evaluator(ModelActor):
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         keys = order_keys(batch["source"], batch["row"])
-        noise = seeded_normal([(self.seed, int(k)) for k in keys], self.model.config.noise_size)
+        noise = seeded_normal([(self.seed, int(k)) for k in keys], self.model.config.num_latent)
         images = torch.tensor(batch["image"], device=self.device)
         labels = torch.tensor(batch["label"], device=self.device).long()
         out = predict(self.model, images, labels, noise.to(self.device))

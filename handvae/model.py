@@ -43,11 +43,6 @@ class VAEConfig:
         if self.input_size % 4:
             raise ValueError(f"VAEConfig.input_size must be a multiple of 4, got {self.input_size}")
 
-    @property
-    def noise_size(self) -> int:
-        """Standard normal numbers one posterior draw takes: z's, then d's."""
-        return self.num_latent + self.detail_latent
-
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
@@ -122,9 +117,12 @@ class VAE(nn.Module):
         """`decode` by the detail decoder, which reads the detail code (B, detail_latent) beside z."""
         return _draw(*self.detail_decoder, torch.cat([z, detail], dim=1), y_logits)
 
-    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None, decoder_labels: torch.Tensor | None = None) -> ModelOutput:
-        """Reconstructions of x from a posterior draw of z (and d); `noise` (B, config.noise_size)
-        as in `sample`, z's then d's.
+    def forward(
+        self, x: torch.Tensor, noise: torch.Tensor | None = None, decoder_labels: torch.Tensor | None = None, detail: bool = True
+    ) -> ModelOutput:
+        """Reconstructions of x from a posterior draw of z (and d); `noise` as in `sample`, z's
+        then d's. `detail=False` leaves the detail decoder out (its fields None): training needs
+        it, the seed's evaluation figures and reconstructions read z's alone.
 
         The decoder draws the class the encoder predicts (the seed), except for images whose entry
         in `decoder_labels` (B,) is a class 0..C-1: those are drawn as that class (-1: predicted).
@@ -137,7 +135,7 @@ class VAE(nn.Module):
             given = (decoder_labels >= 0).unsqueeze(1)
             class_input = torch.where(given, one_hot_logits(decoder_labels.clamp_min(0), self.config.num_classes), y_logits)
         x_recon = self.decode(z, class_input)
-        if not self.config.detail_latent:
+        if not (detail and self.config.detail_latent):
             return ModelOutput(x_recon, z_mean, log_z_var, y_logits)
         detail = self.sample(detail_mean, detail_log_var, None if noise is None else noise[:, latent:])
         # z.detach(): z is trained by the style decoder alone, so it stays a style that transfers

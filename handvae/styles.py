@@ -82,5 +82,5 @@ def reconstruct(model: VAE, images: torch.Tensor) -> tuple[torch.Tensor, torch.T
     """uint8 images (N, S, S) -> (reconstructions as uint8 (N, S, S), predicted labels (N,)),
     through forward() as in the seed's comparison of originals and reconstructions."""
     x, _ = model_inputs(images, torch.zeros(len(images), dtype=torch.long))
-    out = model(x.to(next(model.parameters()).device))
+    out = model(x.to(next(model.parameters()).device), detail=False)
     return out.x_recon.sigmoid().mul(255).round().to(torch.uint8).squeeze(1).cpu(), out.y_logits.argmax(dim=1).cpu()

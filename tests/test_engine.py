@@ -38,7 +38,7 @@ def test_evaluate_counts_by_hand():
     """A model whose outputs are fixed: class 1 always, and a reconstruction of all-positive logits."""
 
     class Fixed(torch.nn.Module):
-        def forward(self, x, noise=None):
+        def forward(self, x, noise=None, detail=True):
             n = len(x)
             return ModelOutput(torch.ones_like(x), torch.zeros(n, 2), torch.zeros(n, 2), torch.tensor([[0.0, 5.0]]).repeat(n, 1))
 

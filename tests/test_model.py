@@ -55,6 +55,8 @@ def test_the_detail_decoder_reads_z_and_d_but_does_not_train_z():
     d = VAE.sample(out.detail_mean, out.detail_log_var, noise[:, 3:])
     assert torch.allclose(out.detail_recon, model.decode_detail(z, d, out.y_logits), atol=1e-6)
     assert torch.allclose(out.x_recon, model.decode(z, out.y_logits), atol=1e-6)
+    z_only = model(x, noise[:, :3], detail=False)  # what evaluation asks for
+    assert torch.allclose(z_only.x_recon, out.x_recon, atol=1e-6) and z_only.detail_recon is None
     # The detail decoder's loss reaches d and its own layers, never z's: z stays the style decoder's.
     out.detail_recon.sum().backward()
     assert model.z_mean.weight.grad is None and model.z_to_features.weight.grad is None
