@@ -295,14 +295,16 @@ def score(
     split_seed: SplitSeed = 0,
 ):
     """Classification Accuracy Score: a reference classifier trained on the generated data, on real +
-    generated, and on real data alone, each tested on the real test split of the data flags."""
+    generated, and on real data alone, each with three seeds, tested on the real test split of the data flags."""
     from handvae.score import run_scoring
 
     report = run_scoring(dataset, _sources(letters_csv, mnist_dir, download, prepared, split_seed), out)
+    gains = [100 * s["augmentation_gain"] for s in report["by_seed"]]
     typer.echo(
         f"CAS {report['cas']:.2%} ({report['cas_over_real']:.3f}x of real {report['trained_on']['real']['mean_per_class_accuracy']:.2%}); "
         f"real + generated {report['trained_on']['real+generated']['mean_per_class_accuracy']:.2%} "
-        f"({100 * report['augmentation_gain']:+.2f} points; letters {100 * report['augmentation_gain_letters']:+.2f})"
+        f"({100 * report['augmentation_gain']:+.2f} points, {min(gains):+.2f} to {max(gains):+.2f} by seed; letters {100 * report['augmentation_gain_letters']:+.2f}); "
+        f"means over {len(gains)} seeds of the reference classifier"
     )
     typer.echo(f"report: {storage.join(storage.absolute(out), 'report.md')}")
 

@@ -5,21 +5,22 @@
 
 Reads the generated data set (a folder or URI written by `handvae generate`) and the real train and
 test splits of the data flags with Ray Data, trains the reference classifier of `handvae.cas` on
-the generated images, on real + generated, and on the real images, as three Ray tasks (in
-parallel where the cluster has the CPUs), tests each on the real test split, and writes a report
-folder: metrics.json (every figure, per class too), report.md, and cas.png (accuracy per
-character of the three classifiers).
+the generated images, on real + generated, and on the real images, once with each of its seeds, as
+Ray tasks (nine with the three seeds; in parallel where the cluster has the CPUs), tests each on the real test split,
+and writes a report folder: metrics.json (every figure, per class and per seed too), report.md,
+and cas.png (accuracy per character of the three training sets, means over the seeds).
 """
 
 import json
 import os
 import time
+from dataclasses import replace
 
 import ray
 import torch
 
 from handvae import outputs, plots
-from handvae.cas import REFERENCE, TRAINING_SETS, summarize, train_and_test, training_sets
+from handvae.cas import REFERENCE, REFERENCE_SEEDS, TRAINING_SETS, summarize, train_and_test, training_sets
 from handvae.data.datasets import DataSources, read_split, source_locations, to_tensors
 from handvae.errors import DataError
 from handvae.judge import JudgeTraining
@@ -29,20 +30,22 @@ from handvae.runtime import init_ray
 REPORT_PLOT = "cas.png"
 
 
-def run_scoring(dataset: str, real: DataSources, out_dir: str, training: JudgeTraining = REFERENCE) -> dict:
+def run_scoring(
+    dataset: str, real: DataSources, out_dir: str, training: JudgeTraining = REFERENCE, seeds: tuple[int, ...] = REFERENCE_SEEDS
+) -> dict:
     """Score the generated data set at `dataset` against the real data of `real`; write and return
-    the report. `training` is the reference classifier's (the command always uses REFERENCE; tests
-    give a smaller budget)."""
+    the report. `training` and `seeds` are the reference classifier's (the command always uses
+    REFERENCE and REFERENCE_SEEDS; tests give a smaller budget)."""
     generated_sources = DataSources(dataset=dataset)
     inputs = (*source_locations(generated_sources), *source_locations(real))
     with outputs.folder_output(out_dir, "score", inputs) as staged:  # checked, writable and locked before Ray starts
-        report = _score(generated_sources, real, training)
+        report = _score(generated_sources, real, training, seeds)
         _write_report(staged.path, report)
         staged.manifest.update({"dataset": dataset})
     return report
 
 
-def _score(generated_sources: DataSources, real: DataSources, training: JudgeTraining) -> dict:
+def _score(generated_sources: DataSources, real: DataSources, training: JudgeTraining, seeds: tuple[int, ...]) -> dict:
     init_ray(extra_cpus=len(TRAINING_SETS))
     dataset = generated_sources.dataset
     generated = to_tensors(read_split(generated_sources, None))  # all of it: both splits
@@ -57,12 +60,13 @@ def _score(generated_sources: DataSources, real: DataSources, training: JudgeTra
     started = time.perf_counter()
     test = ray.put(real_test)
     sets = training_sets(real_train, generated)
-    accuracy = ray.get([_train_and_test.remote(ray.put(sets[name]), test, training) for name in TRAINING_SETS])
+    stored = {name: ray.put(sets[name]) for name in TRAINING_SETS}
+    runs = {name: [_train_and_test.remote(stored[name], test, replace(training, seed=seed)) for seed in seeds] for name in TRAINING_SETS}
     return {
         "dataset": dataset,
         "real": real.describe(),
         "images": {"generated": len(generated[1]), "real_train": len(real_train[1]), "real_test": len(real_test[1])},
-        **summarize(dict(zip(TRAINING_SETS, accuracy)), training),
+        **summarize({name: ray.get(refs) for name, refs in runs.items()}, seeds, training),
         "seconds": time.perf_counter() - started,
     }
 
@@ -86,27 +90,36 @@ def _markdown(report: dict) -> str:
         f"| {name} | {f['mean_per_class_accuracy']:.2%} | {f['digits']:.2%} | {f['letters']:.2%} |"
         for name, f in report["trained_on"].items()
     )
+    seeds = report["by_seed"]
+    figures = (
+        ("CAS (trained on generated only)", "cas", lambda v: f"{v:.2%}"),
+        ("CAS / real", "cas_over_real", lambda v: f"{v:.3f}x"),
+        ("augmentation gain (real + generated - real)", "augmentation_gain", lambda v: f"{100 * v:+.2f} points"),
+        ("augmentation gain, digits", "augmentation_gain_digits", lambda v: f"{100 * v:+.2f}"),
+        ("augmentation gain, letters", "augmentation_gain_letters", lambda v: f"{100 * v:+.2f}"),
+    )
+    table = "\n".join(f"| {label} | {show(report[key])} | " + " | ".join(show(s[key]) for s in seeds) + " |" for label, key, show in figures)
     reference = report["reference_classifier"]
     return f"""# Classification Accuracy Score of {report['dataset']}
 
-A reference classifier trained on each set, tested on {report['images']['real_test']:,} real test images
-(mean accuracy per character). Generated: {report['images']['generated']:,} images; real training
-split: {report['images']['real_train']:,} images.
+A reference classifier trained on each set with each of {len(seeds)} seeds, tested on {report['images']['real_test']:,} real
+test images (mean accuracy per character, then mean over the seeds). Generated: {report['images']['generated']:,} images;
+real training split: {report['images']['real_train']:,} images.
 
 | trained on | mean per class | digits | letters |
 |---|---|---|---|
 {rows}
 
-| figure | value |
-|---|---|
-| CAS (trained on generated only) | {report['cas']:.2%} |
-| CAS / real | {report['cas_over_real']:.3f}x |
-| augmentation gain (real + generated - real) | {100 * report['augmentation_gain']:+.2f} points |
-| augmentation gain, letters | {100 * report['augmentation_gain_letters']:+.2f} points |
+| figure | mean over the seeds | {" | ".join(f"seed {s['seed']}" for s in seeds)} |
+|---|---|{"---|" * len(seeds)}
+{table}
+
+The seeds' spread is the measure's own noise: a difference between two data sets smaller than it
+is not a difference the score can show.
 
 Reference classifier: {reference['architecture']}; {reference['epochs'] * reference['images_per_epoch'] // reference['batch_size']:,}
-Adam steps of {reference['batch_size']} class-balanced images, shifts up to {reference['max_shift']} px, seed {reference['seed']}
-(`handvae.cas.REFERENCE`).
+Adam steps of {reference['batch_size']} class-balanced images, shifts up to {reference['max_shift']} px, seeds {", ".join(map(str, reference['seeds']))}
+(`handvae.cas.REFERENCE`, `REFERENCE_SEEDS`).
 
-![accuracy per character of the three classifiers]({REPORT_PLOT})
+![accuracy per character of the three training sets, means over the seeds]({REPORT_PLOT})
 """

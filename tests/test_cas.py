@@ -55,12 +55,31 @@ def test_summary_by_hand():
     def accuracy(digit, letter):
         return {c: (digit if c.isdigit() else letter) for c in CHARSET}
 
-    report = summarize({"generated": accuracy(0.9, 0.6), "real+generated": accuracy(1.0, 0.8), "real": accuracy(1.0, 0.7)})
+    # Two seeds: the figures come from the accuracies per character averaged over them.
+    report = summarize(
+        {
+            "generated": [accuracy(0.9, 0.6), accuracy(0.7, 0.6)],
+            "real+generated": [accuracy(1.0, 0.8), accuracy(1.0, 0.7)],
+            "real": [accuracy(1.0, 0.7), accuracy(1.0, 0.7)],
+        },
+        seeds=(0, 1),
+    )
     real = (10 * 1.0 + 26 * 0.7) / 36
-    generated = (10 * 0.9 + 26 * 0.6) / 36
+    generated = (10 * 0.8 + 26 * 0.6) / 36
     assert report["cas"] == pytest.approx(generated)
     assert report["cas_over_real"] == pytest.approx(generated / real)
-    assert report["augmentation_gain"] == pytest.approx(26 * 0.1 / 36)
-    assert report["augmentation_gain_letters"] == pytest.approx(0.1) and report["augmentation_gain_digits"] == pytest.approx(0.0)
+    assert report["augmentation_gain"] == pytest.approx(26 * 0.05 / 36)
+    assert report["augmentation_gain_letters"] == pytest.approx(0.05) and report["augmentation_gain_digits"] == pytest.approx(0.0)
     assert report["trained_on"]["real"]["letters"] == pytest.approx(0.7)
-    assert report["reference_classifier"]["images_per_epoch"] == 51_200
+    assert report["trained_on"]["generated"]["per_class_accuracy"]["0"] == pytest.approx(0.8)
+    first, second = report["by_seed"]
+    assert (first["seed"], second["seed"]) == (0, 1)
+    assert first["cas"] == pytest.approx((10 * 0.9 + 26 * 0.6) / 36) and second["cas"] == pytest.approx((10 * 0.7 + 26 * 0.6) / 36)
+    assert first["augmentation_gain"] == pytest.approx(26 * 0.1 / 36) and second["augmentation_gain"] == pytest.approx(0.0)
+    assert report["reference_classifier"]["images_per_epoch"] == 51_200 and report["reference_classifier"]["seeds"] == [0, 1]
+
+
+def test_summary_needs_a_result_for_every_seed():
+    accuracy = {c: 1.0 for c in CHARSET}
+    with pytest.raises(ValueError, match="real: 1 results for 2 seeds"):
+        summarize({"generated": [accuracy, accuracy], "real+generated": [accuracy, accuracy], "real": [accuracy]}, seeds=(0, 1))

@@ -41,7 +41,7 @@ def generated(real, tmp_path_factory):
 
 
 def test_a_generated_set_is_scored_into_a_report_folder(real, generated, tmp_path):
-    report = run_scoring(generated, real, str(tmp_path / "cas"), SMALL_BUDGET)
+    report = run_scoring(generated, real, str(tmp_path / "cas"), SMALL_BUDGET, seeds=(0, 1))
     assert report["images"]["generated"] == 3 * 36
     assert set(report["trained_on"]) == set(TRAINING_SETS)
     test_labels = to_tensors(read_split(real, "test"))[1]
@@ -52,9 +52,11 @@ def test_a_generated_set_is_scored_into_a_report_folder(real, generated, tmp_pat
     assert report["cas"] == report["trained_on"]["generated"]["mean_per_class_accuracy"]
     assert report["cas_over_real"] == pytest.approx(report["cas"] / real_accuracy)
     assert report["reference_classifier"]["images_per_epoch"] == SMALL_BUDGET.images_per_epoch
+    assert [s["seed"] for s in report["by_seed"]] == [0, 1]  # each seed's figures, their mean the headline
+    assert report["augmentation_gain"] == pytest.approx(sum(s["augmentation_gain"] for s in report["by_seed"]) / 2)
     written = json.loads((tmp_path / "cas" / "metrics.json").read_text())
     assert written["cas"] == report["cas"] and (tmp_path / "cas" / "cas.png").stat().st_size > 0
-    assert "CAS / real" in (tmp_path / "cas" / "report.md").read_text()
+    assert "CAS / real" in (tmp_path / "cas" / "report.md").read_text() and "| seed 1 |" in (tmp_path / "cas" / "report.md").read_text()
     assert json.loads((tmp_path / "cas" / "manifest.json").read_text())["format"] == "handvae.score"
 
 
