@@ -296,15 +296,15 @@ def score(
 ):
     """Classification Accuracy Score: a reference classifier trained on the generated data, on real +
     generated, and on real data alone, each with three seeds, tested on the real test split of the data flags."""
-    from handvae.score import run_scoring
+    from handvae.score import points, run_scoring
 
     report = run_scoring(dataset, _sources(letters_csv, mnist_dir, download, prepared, split_seed), out)
-    gains = [100 * s["augmentation_gain"] for s in report["by_seed"]]
+    gains = sorted(s["augmentation_gain"] for s in report["by_seed"])
     typer.echo(
         f"CAS {report['cas']:.2%} ({report['cas_over_real']:.3f}x of real {report['trained_on']['real']['mean_per_class_accuracy']:.2%}); "
         f"real + generated {report['trained_on']['real+generated']['mean_per_class_accuracy']:.2%} "
-        f"({100 * report['augmentation_gain']:+.2f} points, {min(gains):+.2f} to {max(gains):+.2f} by seed; letters {100 * report['augmentation_gain_letters']:+.2f}); "
-        f"means over {len(gains)} seeds of the reference classifier"
+        f"({points(report['augmentation_gain'])} points, {points(gains[0])} to {points(gains[-1])} by seed; "
+        f"letters {points(report['augmentation_gain_letters'])}); means over {len(gains)} seeds of the reference classifier"
     )
     typer.echo(f"report: {storage.join(storage.absolute(out), 'report.md')}")
 

@@ -8,7 +8,7 @@ import torch
 from conftest import make_letters, make_mnist_root, write_kaggle_csv
 from typer.testing import CliRunner
 
-from handvae.cas import TRAINING_SETS
+from handvae.cas import TRAINING_SETS, summarize
 from handvae.checkpoint import save_model
 from handvae.cli import app
 from handvae.data.datasets import DataSources, read_split, to_tensors
@@ -16,7 +16,7 @@ from handvae.generate import GenerateOptions, run_generation
 from handvae.judge import JudgeTraining
 from handvae.labels import CHARSET
 from handvae.model import VAE, VAEConfig
-from handvae.score import run_scoring
+from handvae.score import _markdown, run_scoring
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 SMALL_BUDGET = JudgeTraining(epochs=1, images_per_epoch=256, batch_size=64)
@@ -68,3 +68,12 @@ def test_bad_inputs_are_named(real, generated, tmp_path):
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     taken = runner.invoke(app, ["score", "--dataset", generated, "--out", str(tmp_path / "mine"), "--mnist-dir", real.mnist_dir])
     assert taken.exit_code == 2 and "mine" in taken.output and (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_a_report_against_letters_alone_shows_no_digit_figures():
+    letters = {c: 0.5 for c in CHARSET[10:]}  # real data without MNIST: no digit test images
+    report = {"dataset": "set", "images": {"generated": 36, "real_train": 26, "real_test": 26}}
+    report.update(summarize({name: [letters, letters] for name in TRAINING_SETS}, seeds=(0, 1), training=SMALL_BUDGET))
+    text = _markdown(report)
+    assert "| augmentation gain, digits | none | none | none |" in text
+    assert "| augmentation gain, letters | +0.00 | +0.00 | +0.00 |" in text and "| real | 50.00% | none | 50.00% |" in text
