@@ -90,15 +90,19 @@ def points(value: float | None) -> str:
     return "none" if value is None else f"{100 * value:+.2f}"
 
 
+def _percent(value: float | None) -> str:
+    """An accuracy; "none" as in `points`."""
+    return "none" if value is None else f"{value:.2%}"
+
+
 def _markdown(report: dict) -> str:
-    share = lambda v: "none" if v is None else f"{v:.2%}"  # noqa: E731
     rows = "\n".join(
-        f"| {name} | {share(f['mean_per_class_accuracy'])} | {share(f['digits'])} | {share(f['letters'])} |"
+        f"| {name} | {_percent(f['mean_per_class_accuracy'])} | {_percent(f['digits'])} | {_percent(f['letters'])} |"
         for name, f in report["trained_on"].items()
     )
     seeds = report["by_seed"]
     figures = (
-        ("CAS (trained on generated only)", "cas", share),
+        ("CAS (trained on generated only)", "cas", _percent),
         ("CAS / real", "cas_over_real", lambda v: f"{v:.3f}x"),
         ("augmentation gain (real + generated - real), points", "augmentation_gain", points),
         ("augmentation gain, digits", "augmentation_gain_digits", points),
