@@ -13,7 +13,7 @@ from handvae.checkpoint import save_model
 from handvae.cli import app
 from handvae.data.datasets import DataSources
 from handvae.errors import DataError, ModelFileError, OutputError
-from handvae.evaluate import REPORT_FILES, EvalOptions, run_evaluation
+from handvae.evaluate import GENERATION_PLOT, REPORT_FILES, EvalOptions, run_evaluation
 from handvae.judge import Judge, save_judge
 from handvae.model import VAE, VAEConfig
 
@@ -39,14 +39,23 @@ def model_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def one_actor(sources, model_path, tmp_path_factory):
+def judge_path(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("judge") / "judge.pt"
+    save_judge(str(path), Judge(), {"note": "untrained"})
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def one_actor(sources, model_path, judge_path, tmp_path_factory):
+    """A report with a judge (2 styles per class), from one model actor and batches of 7."""
     out = tmp_path_factory.mktemp("reports") / "one"
-    return out, run_evaluation(model_path, sources, str(out), EvalOptions(num_workers=1, batch_size=7))
+    return out, run_evaluation(model_path, sources, str(out), EvalOptions(num_workers=1, batch_size=7, judge=judge_path, styles_per_class=2))
 
 
-def test_every_image_counts_once_whatever_the_actors_and_batches(sources, model_path, one_actor, tmp_path):
+def test_every_image_counts_once_whatever_the_actors_and_batches(sources, model_path, judge_path, one_actor, tmp_path):
     _, one = one_actor
-    two = run_evaluation(model_path, sources, str(tmp_path / "two"), EvalOptions(num_workers=2, batch_size=5))
+    two = run_evaluation(model_path, sources, str(tmp_path / "two"), EvalOptions(num_workers=2, batch_size=5, judge=judge_path, styles_per_class=2))
     assert one["images"] == two["images"]
     assert one["by_source"][sources.mnist_dir + "/MNIST/raw/t10k-images-idx3-ubyte.gz"]["images"] == MNIST_TEST
     letters = one["by_source"][sources.letters_csv]["images"]
@@ -55,39 +64,35 @@ def test_every_image_counts_once_whatever_the_actors_and_batches(sources, model_
     # Each image's posterior sample has its own seed: the figures do not depend on the batching.
     for key in ("accuracy", "recon_accuracy", "per_class_accuracy", "confusion_matrix", "loss"):
         assert one[key] == (pytest.approx(two[key], rel=1e-6) if key == "loss" else two[key]), key
+    # The generated characters' styles are a seeded sample of each class, the same whatever the batching.
+    assert one["generation"] == two["generation"]
 
 
 def test_the_report_folder_holds_every_file(one_actor, model_path):
     out, report = one_actor
-    assert sorted(p.name for p in out.iterdir()) == sorted(REPORT_FILES + ("manifest.json", "_SUCCESS"))
+    assert sorted(p.name for p in out.iterdir()) == sorted(REPORT_FILES + (GENERATION_PLOT, "manifest.json", "_SUCCESS"))
     saved = json.loads((out / "metrics.json").read_text())
     assert {"accuracy", "recon_accuracy", "per_class_accuracy", "model", "data", "split"} <= set(saved)
     assert saved["model"] == model_path and saved["split"] == "test" and saved["model_metadata"] == {"run_name": "tiny", "epoch": 1}
     assert set(saved["per_class_accuracy"]) <= set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-    for name in REPORT_FILES:
+    for name in REPORT_FILES + (GENERATION_PLOT,):
         if name.endswith(".png"):
             with Image.open(out / name) as image:
                 image.verify()
             with Image.open(out / name) as image:
                 assert image.format == "PNG" and 300 <= image.width <= 4000 and 150 <= image.height <= 4000, name
             assert f"({name})" in (out / "report.md").read_text()
+    assert "legibility" in (out / "report.md").read_text()
 
 
-def test_with_a_judge_the_report_measures_generated_characters(sources, model_path, tmp_path):
-    torch.manual_seed(0)
-    save_judge(str(tmp_path / "judge.pt"), Judge(), {"note": "untrained"})
-    options = EvalOptions(judge=str(tmp_path / "judge.pt"), styles_per_class=2, batch_size=9)
-    report = run_evaluation(model_path, sources, str(tmp_path / "judged"), options)
+def test_with_a_judge_the_report_measures_generated_characters(one_actor):
+    _, report = one_actor
     generation = report["generation"]
     present = report["per_class_images"]
     assert generation["styles"] == sum(min(2, n) for n in present.values())
     assert generation["generated_images"] == 36 * generation["styles"]
     assert set(generation["real_accuracy"]) == set(present) and set(generation["generated_accuracy"]) == set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
     assert generation["legibility"] == pytest.approx(generation["generated_accuracy_mean"] / generation["real_accuracy_mean"])
-    assert (tmp_path / "judged" / "generation.png").is_file() and "legibility" in (tmp_path / "judged" / "report.md").read_text()
-    # The styles are a seeded sample of each class, the same whatever the batching.
-    again = run_evaluation(model_path, sources, str(tmp_path / "again"), EvalOptions(judge=str(tmp_path / "judge.pt"), styles_per_class=2, batch_size=4, num_workers=2))
-    assert again["generation"] == generation
 
 
 def test_a_second_run_replaces_the_report_and_never_another_folder(sources, model_path, one_actor, tmp_path):

@@ -123,8 +123,7 @@ def test_on_s3_a_killed_run_then_a_rerun_leave_one_complete_output(model_path, q
     kill(killed)
     assert not storage.is_file(f"{out}/_SUCCESS") and storage.is_file(f"{out}/.handvae.lock")  # nothing complete; its lock left
 
-    rerun = start_generate(model_path, out, *QUICK)  # takes over the lock of a dead process
-    assert rerun.wait(timeout=300) == 0, rerun.stdout.read()
+    run_generation(model_path, DataSources(), out, QUICK_OPTIONS)  # takes over the lock of a dead process
     manifest = json.loads(storage.read_bytes(f"{out}/manifest.json"))
     assert manifest["format"] == "handvae.generated" and manifest["rows"] == 12
     assert runs_under(out) == {manifest["run"]: ["_handvae_run.json", "train-00000.parquet"]}
