@@ -36,6 +36,9 @@ def init_ray(extra_cpus: int = 0) -> None:
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
     runtime_env = {"env_vars": {key: os.environ[key] for key in _QUIET_ENV}, "worker_process_setup_hook": "handvae.runtime.quiet_worker"}
+    # Ray announces its default for a new local Ray, token authentication, with a warning line in
+    # every command's output; its warnings when authentication is off still show.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_drop_token_auth_enabled_note)
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_level=logging.WARNING, runtime_env=runtime_env)
@@ -55,6 +58,8 @@ def init_ray(extra_cpus: int = 0) -> None:
     logger = logging.getLogger("ray.data")
     logger.setLevel(logging.WARNING)
     logger.addFilter(_drop_user_error_traces)
+    # Its warning that the progress bars are off, which they are on purpose, once per command.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def check_workers_fit(num_workers: int, use_gpu: bool) -> None:
@@ -99,6 +104,10 @@ def quiet_worker() -> None:
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.CRITICAL)
     # Ray's own DatasetManager sets an option it deprecated itself; nothing a user can act on.
     warnings.filterwarnings("ignore", message=".*exclude_resources.*")
+
+
+def _drop_token_auth_enabled_note(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster.")
 
 
 def _drop_user_error_traces(record: logging.LogRecord) -> bool:

@@ -443,10 +443,10 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 130, stderr
-    assert stderr.strip().splitlines()[-1] == (
+    # The one line, and nothing else from Ray (its notes on token authentication and progress bars).
+    assert stderr.strip().splitlines() == [
         f"interrupted: to resume after the latest checkpoint, run the same command with --run-name r --storage-path {storage}"
-    )
-    assert "Traceback" not in stderr
+    ]
     assert fingerprint(tmp_path / "runs" / "r") and {k: v for k, v in fingerprint(tmp_path).items() if not k.startswith("runs")} == data
 
 
