@@ -1,10 +1,13 @@
 """CAS of drawing choices on one trained model: the runs behind the README's table of what was
-tried to raise the Classification Accuracy Score (`handvae.cas`).
+tried to raise the Classification Accuracy Score (`handvae.cas`); and what the real training images
+themselves give as a "generated" set, the yardstick for the augmentation gain.
 
 Run (from the repo root, venv active; about 7 minutes per variant and seed on a 2-core machine):
 
     python benchmarks/cas_drawings.py --model runs/recipe-handvae/model.pt --mnist-dir ../shared/data/mnist \
         --letters-csv "../shared/data/az_letters/A_Z Handwritten Data.csv" --variants default sharp3 sharp2
+    python benchmarks/cas_drawings.py --mnist-dir ../shared/data/mnist \
+        --letters-csv "../shared/data/az_letters/A_Z Handwritten Data.csv" --variants copies copies-affine copies-elastic --seeds 0 1 2 3
 
 Each variant draws 2,000 random styles of the real training split x 36 characters (the README's
 `handvae generate --split train --num-styles 2000`, drawn in this process) and trains the reference
@@ -20,6 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
 import torch
+from torchvision.transforms import v2
 
 from handvae.augment import Augment, augment
 from handvae.cas import REFERENCE, REFERENCE_SEEDS, summarize, train_and_test, training_sets
@@ -40,6 +44,13 @@ VARIANTS = {
 """Changes from the model's own drawing: sharpness; randomness (the posterior's spread); jitter
 (style images rotated and scaled before they are encoded). Each character drawn only in styles of
 its own class is `handvae generate`'s own-class pairing: measure it with `handvae score`."""
+AFFINE = v2.RandomAffine(degrees=12, translate=(0.06, 0.06), scale=(0.88, 1.12), shear=10)
+REAL_COPIES = {"copies": None, "copies-affine": AFFINE, "copies-elastic": v2.Compose([v2.ElasticTransform(alpha=34.0, sigma=4.0), AFFINE])}
+"""No model: 2,000 real training images of each class drawn with replacement (as many as
+`handvae generate --split train --num-styles 2000` draws of each), as they are or each moved by
+its own random map: an affine one (rotation, shift, scale and shear, as handwriting classifiers
+are usually augmented) or an elastic distortion then an affine one (Simard et al., ICDAR 2003).
+What a generator whose drawings were the training images, or their augmentations, would score."""
 
 
 def draw(model, drawing: Drawing, train: tuple[torch.Tensor, torch.Tensor], seed: int, randomness=1.0, jitter=None):
@@ -56,6 +67,20 @@ def draw(model, drawing: Drawing, train: tuple[torch.Tensor, torch.Tensor], seed
     return drawn[:, 0].flatten(0, 1), torch.arange(NUM_CLASSES).repeat(STYLES)
 
 
+def real_copies(train: tuple[torch.Tensor, torch.Tensor], seed: int, transform=None):
+    """(images, labels): STYLES real training images of each class, drawn with replacement, each
+    passed through `transform` (torch's global RNG seeded with `seed`) if one is given."""
+    images, labels = train
+    generator = torch.Generator().manual_seed(seed)
+    members = [torch.nonzero(labels == c).squeeze(1) for c in range(NUM_CLASSES)]
+    pick = torch.cat([m[torch.randint(len(m), (STYLES,), generator=generator)] for m in members])
+    copies = images[pick]
+    if transform is not None:
+        torch.manual_seed(seed)
+        copies = torch.stack([transform(image[None])[0] for image in copies])
+    return copies, labels[pick]
+
+
 def _train_and_test(args):
     torch.set_num_threads(1)  # two classifiers at once, one core each
     return train_and_test(*args)
@@ -63,14 +88,16 @@ def _train_and_test(args):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", help="the model file (for every variant but the real copies)")
     p.add_argument("--mnist-dir", required=True)
     p.add_argument("--letters-csv", required=True)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=[*VARIANTS, *REAL_COPIES])
     p.add_argument("--seed", type=int, default=0, help="seed of the styles and draws")
     p.add_argument("--seeds", type=int, nargs="+", default=list(REFERENCE_SEEDS), help="seeds of the reference classifier")
     p.add_argument("--out", help="also write the figures as JSON here")
     a = p.parse_args()
+    if not a.model and set(a.variants) - set(REAL_COPIES):
+        p.error("--model is needed for the variants " + ", ".join(sorted(set(a.variants) - set(REAL_COPIES))))
 
     import ray
 
@@ -81,15 +108,18 @@ def main() -> None:
     sources = DataSources(letters_csv=a.letters_csv, mnist_dir=a.mnist_dir)
     real = {split: to_tensors(read_split(sources, split)) for split in ("train", "test")}
     ray.shutdown()
-    model, metadata = load_model_and_metadata(a.model)
-    base = Drawing.from_metadata(metadata)
+    model, metadata = load_model_and_metadata(a.model) if a.model else (None, None)
 
     figures, real_accuracy = {}, None
     with ProcessPoolExecutor(2) as pool:
         for name in a.variants:
-            options = dict(VARIANTS[name])
-            drawing = replace(base, sharpness=options.pop("sharpness", base.sharpness))
-            sets = training_sets(real["train"], draw(model, drawing, real["train"], a.seed, **options))
+            if name in REAL_COPIES:
+                generated = real_copies(real["train"], a.seed, REAL_COPIES[name])
+            else:
+                options, base = dict(VARIANTS[name]), Drawing.from_metadata(metadata)
+                drawing = replace(base, sharpness=options.pop("sharpness", base.sharpness))
+                generated = draw(model, drawing, real["train"], a.seed, **options)
+            sets = training_sets(real["train"], generated)
             names = ["generated", "real+generated"] + (["real"] if real_accuracy is None else [])
             jobs = [(sets[n], real["test"], replace(REFERENCE, seed=seed)) for n in names for seed in a.seeds]
             results = list(pool.map(_train_and_test, jobs))
