@@ -96,8 +96,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=list(REFERENCE_SEEDS), help="seeds of the reference classifier")
     p.add_argument("--out", help="also write the figures as JSON here")
     a = p.parse_args()
-    if not a.model and set(a.variants) - set(REAL_COPIES):
-        p.error("--model is needed for the variants " + ", ".join(sorted(set(a.variants) - set(REAL_COPIES))))
+    drawn = sorted(set(a.variants) - set(REAL_COPIES))
+    if drawn and not a.model:
+        p.error("--model is needed for the variants " + ", ".join(drawn))
 
     import ray
 
@@ -108,7 +109,9 @@ def main() -> None:
     sources = DataSources(letters_csv=a.letters_csv, mnist_dir=a.mnist_dir)
     real = {split: to_tensors(read_split(sources, split)) for split in ("train", "test")}
     ray.shutdown()
-    model, metadata = load_model_and_metadata(a.model) if a.model else (None, None)
+    if drawn:
+        model, metadata = load_model_and_metadata(a.model)
+        base = Drawing.from_metadata(metadata)
 
     figures, real_accuracy = {}, None
     with ProcessPoolExecutor(2) as pool:
@@ -116,7 +119,7 @@ def main() -> None:
             if name in REAL_COPIES:
                 generated = real_copies(real["train"], a.seed, REAL_COPIES[name])
             else:
-                options, base = dict(VARIANTS[name]), Drawing.from_metadata(metadata)
+                options = dict(VARIANTS[name])
                 drawing = replace(base, sharpness=options.pop("sharpness", base.sharpness))
                 generated = draw(model, drawing, real["train"], a.seed, **options)
             sets = training_sets(real["train"], generated)
