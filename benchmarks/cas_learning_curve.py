@@ -8,7 +8,8 @@ holds the smaller ones' images), and on the whole split, and tested on the real 
 The whole split's accuracy less a fraction's is the augmentation gain that a perfect generator
 adding (1/fraction - 1) times that fraction's images of each class would give it.
 
-Run (from the repo root, venv active; about 4 minutes a row and seed on a 2-core machine, two at once):
+Run (from the repo root, venv active; about 5 minutes a training, two at once on a 2-core machine:
+39 minutes for the command below):
 
     python benchmarks/cas_learning_curve.py --mnist-dir ../shared/data/mnist \
         --letters-csv "../shared/data/az_letters/A_Z Handwritten Data.csv" --letters 0.125 0.25 0.5 --digits 0.75
