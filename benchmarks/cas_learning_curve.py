@@ -62,8 +62,9 @@ def ceiling(curve: list[tuple[float, float]], letter_counts: list[int]) -> dict:
     class, from `curve`, (fraction of each letter's images, mean accuracy per class) by rising
     fraction and ending at (1.0, the whole split's). Learning curves flatten: each further doubling
     is taken to add the last measured step's gain per doubling times the ratio between the last
-    two steps' (per doubling of the distance between them), summed continuously over the doublings
-    that the new images make of each letter's `letter_counts`, on average."""
+    two steps' (per doubling of the distance between them; the last step's gain itself where the
+    steps do not shrink), summed continuously over the doublings that the new images make of each
+    letter's `letter_counts`, on average."""
     steps = [(high - low) / math.log2(g / f) for (f, low), (g, high) in zip(curve, curve[1:])]
     result = {"per_doubling": steps, "ratio": None, "doublings": None, "gain": None}
     if len(steps) < 2 or min(steps[-2:]) <= 0:
