@@ -81,9 +81,24 @@ def real_copies(train: tuple[torch.Tensor, torch.Tensor], seed: int, transform=N
     return copies, labels[pick]
 
 
-def _train_and_test(args):
-    torch.set_num_threads(1)  # two classifiers at once, one core each
+def train_and_test_on_one_core(args):
+    """`train_and_test(*args)` with one thread: two classifiers at once, one core each."""
+    torch.set_num_threads(1)
     return train_and_test(*args)
+
+
+def real_splits(letters_csv: str, mnist_dir: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(images, labels) of the real train and test splits, read with Ray Data, Ray shut down after."""
+    import ray
+
+    from handvae.data.datasets import DataSources, read_split, to_tensors
+    from handvae.runtime import init_ray
+
+    init_ray()
+    sources = DataSources(letters_csv=letters_csv, mnist_dir=mnist_dir)
+    real = {split: to_tensors(read_split(sources, split)) for split in ("train", "test")}
+    ray.shutdown()
+    return real
 
 
 def main() -> None:
@@ -100,15 +115,7 @@ def main() -> None:
     if drawn and not a.model:
         p.error("--model is needed for the variants " + ", ".join(drawn))
 
-    import ray
-
-    from handvae.data.datasets import DataSources, read_split, to_tensors
-    from handvae.runtime import init_ray
-
-    init_ray()
-    sources = DataSources(letters_csv=a.letters_csv, mnist_dir=a.mnist_dir)
-    real = {split: to_tensors(read_split(sources, split)) for split in ("train", "test")}
-    ray.shutdown()
+    real = real_splits(a.letters_csv, a.mnist_dir)
     if drawn:
         model, metadata = load_model_and_metadata(a.model)
         base = Drawing.from_metadata(metadata)
@@ -125,7 +132,7 @@ def main() -> None:
             sets = training_sets(real["train"], generated)
             names = ["generated", "real+generated"] + (["real"] if real_accuracy is None else [])
             jobs = [(sets[n], real["test"], replace(REFERENCE, seed=seed)) for n in names for seed in a.seeds]
-            results = list(pool.map(_train_and_test, jobs))
+            results = list(pool.map(train_and_test_on_one_core, jobs))
             accuracy = {n: results[i * len(a.seeds) : (i + 1) * len(a.seeds)] for i, n in enumerate(names)}
             real_accuracy = accuracy.setdefault("real", real_accuracy)
             score = summarize(accuracy, tuple(a.seeds))

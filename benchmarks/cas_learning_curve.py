@@ -28,9 +28,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
 import torch
+from cas_drawings import real_splits, train_and_test_on_one_core  # the benchmark beside this one
 
-from handvae.cas import REFERENCE, REFERENCE_SEEDS, train_and_test
-from handvae.labels import CHARSET, NUM_CLASSES, NUM_DIGITS
+from handvae.cas import REFERENCE, REFERENCE_SEEDS, class_means
+from handvae.labels import NUM_CLASSES, NUM_DIGITS
 
 DRAWINGS_PER_CLASS = 2000  # `handvae generate --split train --num-styles 2000`: the README's data set
 
@@ -49,12 +50,6 @@ def subset(train: tuple[torch.Tensor, torch.Tensor], letters: float, digits: flo
         keep.append(members[: max(1, round(fraction * len(members)))])
     keep = torch.cat(keep)
     return images[keep], labels[keep]
-
-
-def means(accuracy: dict[str, float]) -> dict[str, float]:
-    """Mean accuracy per class over all classes, the digits and the letters."""
-    values = [accuracy[c] for c in CHARSET]
-    return {"all": sum(values) / NUM_CLASSES, "digits": sum(values[:NUM_DIGITS]) / NUM_DIGITS, "letters": sum(values[NUM_DIGITS:]) / (NUM_CLASSES - NUM_DIGITS)}
 
 
 def ceiling(curve: list[tuple[float, float]], letter_counts: list[int]) -> dict:
@@ -76,11 +71,6 @@ def ceiling(curve: list[tuple[float, float]], letter_counts: list[int]) -> dict:
     return result | {"ratio": ratio, "doublings": doublings, "gain": gain}
 
 
-def _train_and_test(args):
-    torch.set_num_threads(1)  # two classifiers at once, one core each
-    return train_and_test(*args)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mnist-dir", required=True)
@@ -94,24 +84,16 @@ def main() -> None:
         if not 0 < fraction < 1:
             p.error(f"fractions must be between 0 and 1, got {fraction}")
 
-    import ray
-
-    from handvae.data.datasets import DataSources, read_split, to_tensors
-    from handvae.runtime import init_ray
-
-    init_ray()
-    sources = DataSources(letters_csv=a.letters_csv, mnist_dir=a.mnist_dir)
-    real = {split: to_tensors(read_split(sources, split)) for split in ("train", "test")}
-    ray.shutdown()
-
+    real = real_splits(a.letters_csv, a.mnist_dir)
     rows = [(1.0, 1.0)] + [(f, 1.0) for f in sorted(a.letters)] + [(1.0, f) for f in sorted(a.digits)]
     sets = {row: subset(real["train"], *row) for row in rows}
     jobs = [(sets[row], real["test"], replace(REFERENCE, seed=seed)) for row in rows for seed in a.seeds]
     with ProcessPoolExecutor(2) as pool:
-        results = list(pool.map(_train_and_test, jobs))
+        results = list(pool.map(train_and_test_on_one_core, jobs))
     figures = {}
     for i, row in enumerate(rows):
-        by_seed = [means(r) for r in results[i * len(a.seeds) : (i + 1) * len(a.seeds)]]
+        by_seed = [class_means(r) for r in results[i * len(a.seeds) : (i + 1) * len(a.seeds)]]
+        by_seed = [{"all": s["mean_per_class_accuracy"], "digits": s["digits"], "letters": s["letters"]} for s in by_seed]
         figures[row] = {part: sum(s[part] for s in by_seed) / len(by_seed) for part in ("all", "digits", "letters")} | {"by_seed": [s["all"] for s in by_seed]}
 
     whole = figures[(1.0, 1.0)]

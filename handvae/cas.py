@@ -71,18 +71,21 @@ def summarize(per_seed: dict[str, list[dict[str, float]]], seeds: tuple[int, ...
     }
 
 
+def class_means(accuracy: dict[str, float]) -> dict[str, float | None]:
+    """Mean accuracy per class over all the characters of `accuracy`, its digits and its letters
+    (None for a part it lacks)."""
+    digits = [v for c, v in accuracy.items() if CHARSET.index(c) < NUM_DIGITS]
+    letters = [v for c, v in accuracy.items() if CHARSET.index(c) >= NUM_DIGITS]
+    return {
+        "mean_per_class_accuracy": sum(accuracy.values()) / len(accuracy),
+        "digits": sum(digits) / len(digits) if digits else None,
+        "letters": sum(letters) / len(letters) if letters else None,
+    }
+
+
 def _figures(per_class: dict[str, dict[str, float]]) -> dict:
     """CAS, CAS / real and the gains from each training set's accuracy per character."""
-    figures = {}
-    for name, accuracy in per_class.items():
-        digits = [v for c, v in accuracy.items() if CHARSET.index(c) < NUM_DIGITS]
-        letters = [v for c, v in accuracy.items() if CHARSET.index(c) >= NUM_DIGITS]
-        figures[name] = {
-            "mean_per_class_accuracy": sum(accuracy.values()) / len(accuracy),
-            "digits": sum(digits) / len(digits) if digits else None,
-            "letters": sum(letters) / len(letters) if letters else None,
-            "per_class_accuracy": accuracy,
-        }
+    figures = {name: {**class_means(accuracy), "per_class_accuracy": accuracy} for name, accuracy in per_class.items()}
     real, generated, both = (figures[name]["mean_per_class_accuracy"] for name in ("real", "generated", "real+generated"))
 
     def gain(part):
