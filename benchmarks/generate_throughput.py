@@ -27,7 +27,6 @@ import os
 import tempfile
 import threading
 import time
-from typing import Optional
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -35,12 +34,12 @@ import torch
 import typer
 from PIL import Image
 
-from handvae.checkpoint import save_model
-from handvae.data.datasets import DataSources
 from handvae.data.images import encode_pngs
-from handvae.generate import GenerateOptions, run_generation
+from handvae.data.sources import DataSources
+from handvae.formats.model_file import save_model
+from handvae.generate.driver import GenerateOptions, run_generation
 from handvae.labels import NUM_CLASSES
-from handvae.model import VAE
+from handvae.model.vae import VAE
 from handvae.runtime import init_ray
 
 
@@ -100,8 +99,16 @@ def run_job(model_path: str, sources: DataSources, out: str, options: GenerateOp
     with CpuMeter() as cpu:
         manifest = run_generation(model_path, sources, out, options)
     seconds = time.perf_counter() - started
-    return {"rows": manifest["rows"], "styles": manifest["styles"], "seconds": seconds, "per_second": manifest["rows"] / seconds,
-            "driver_cpu_s": cpu.driver, "job_cpu_s": cpu.total, "driver_share": cpu.driver / cpu.total, "first_file": os.path.join(out, manifest["files"][0])}
+    return {
+        "rows": manifest["rows"],
+        "styles": manifest["styles"],
+        "seconds": seconds,
+        "per_second": manifest["rows"] / seconds,
+        "driver_cpu_s": cpu.driver,
+        "job_cpu_s": cpu.total,
+        "driver_share": cpu.driver / cpu.total,
+        "first_file": os.path.join(out, manifest["files"][0]),
+    }
 
 
 def plain_per_second(model: VAE, images: int, batch: int, repeats: int = 3) -> float:
@@ -127,7 +134,9 @@ def decode_costs(path: str) -> dict:
     table = parquet.read(columns=["pixels", "image"])
     pixels = table.column("pixels").combine_chunks()
     started = time.perf_counter()
-    arrays = np.frombuffer(pixels.buffers()[1], np.uint8, count=len(pixels) * 784, offset=pixels.offset * 784).reshape(-1, 28, 28)
+    arrays = np.frombuffer(pixels.buffers()[1], np.uint8, count=len(pixels) * 784, offset=pixels.offset * 784).reshape(
+        -1, 28, 28
+    )
     numpy_s = time.perf_counter() - started
     pngs = table.column("image").combine_chunks().field("bytes").to_pylist()
     started = time.perf_counter()
@@ -140,18 +149,25 @@ def decode_costs(path: str) -> dict:
             column = parquet.metadata.row_group(group).column(index)
             top = column.path_in_schema.split(".")[0]
             sizes[top] = sizes.get(top, 0) + column.total_compressed_size
-    return {"images": len(pngs), "numpy_s_per_image": numpy_s / len(pngs), "png_s_per_image": png_s / len(pngs),
-            "pixels_bytes_per_image": sizes["pixels"] / len(pngs), "image_bytes_per_image": sizes["image"] / len(pngs)}
+    return {
+        "images": len(pngs),
+        "numpy_s_per_image": numpy_s / len(pngs),
+        "png_s_per_image": png_s / len(pngs),
+        "pixels_bytes_per_image": sizes["pixels"] / len(pngs),
+        "image_bytes_per_image": sizes["image"] / len(pngs),
+    }
 
 
 def main(
-    model_path: Optional[str] = typer.Option(None, "--model", help="A model file (default: an untrained model; speed does not depend on weights)."),
-    letters_csv: Optional[str] = None,
-    mnist_dir: Optional[str] = None,
+    model_path: str | None = typer.Option(
+        None, "--model", help="A model file (default: an untrained model; speed does not depend on weights)."
+    ),
+    letters_csv: str | None = None,
+    mnist_dir: str | None = None,
     split: str = typer.Option("test", help="The split whose images give the styles."),
-    num_styles: Optional[int] = typer.Option(None, help="Styles (default: all of the split)."),
+    num_styles: int | None = typer.Option(None, help="Styles (default: all of the split)."),
     workers: list[int] = typer.Option([1, 2], help="Model actors of one thread each; one job per value."),
-    out: Optional[str] = typer.Option(None, help="Also write the figures as JSON here."),
+    out: str | None = typer.Option(None, help="Also write the figures as JSON here."),
 ):
     sources = DataSources(letters_csv=letters_csv, mnist_dir=mnist_dir)
     figures: dict = {"jobs": {}}
@@ -162,25 +178,41 @@ def main(
             save_model(model_path, VAE())
         init_ray(extra_cpus=max(workers))
         for count in workers:
-            job = run_job(model_path, sources, f"{tmp}/out-{count}", GenerateOptions(split=split, pairing="every-style", num_styles=num_styles, num_workers=count))
+            job = run_job(
+                model_path,
+                sources,
+                f"{tmp}/out-{count}",
+                GenerateOptions(split=split, pairing="every-style", num_styles=num_styles, num_workers=count),
+            )
             figures["jobs"][count] = job
-            print(f"job, {count} actor(s): {job['rows']:,} characters in {job['styles']:,} styles, {job['per_second']:,.0f} chars/s "
-                  f"({job['seconds']:.1f} s); CPU: driver {job['driver_cpu_s']:.1f} s of the job's {job['job_cpu_s']:.1f} s = "
-                  f"{job['driver_share']:.1%} (target <= 5%: {'MET' if job['driver_share'] <= 0.05 else 'MISSED'})", flush=True)
+            print(
+                f"job, {count} actor(s): {job['rows']:,} characters in {job['styles']:,} styles, {job['per_second']:,.0f} chars/s "
+                f"({job['seconds']:.1f} s); CPU: driver {job['driver_cpu_s']:.1f} s of the job's {job['job_cpu_s']:.1f} s = "
+                f"{job['driver_share']:.1%} (target <= 5%: {'MET' if job['driver_share'] <= 0.05 else 'MISSED'})",
+                flush=True,
+            )
         figures["decode"] = decode_costs(next(iter(figures["jobs"].values()))["first_file"])
     first = figures["jobs"][workers[0]]
     batch = GenerateOptions().styles_per_batch * NUM_CLASSES
     figures["plain_per_second"] = plain_per_second(VAE().eval(), first["rows"], batch)
     figures["ratio"] = first["per_second"] / figures["plain_per_second"]
     print(f"plain decode + PNG encode, 1 thread, in-memory latents: {figures['plain_per_second']:,.0f} chars/s")
-    print(f"ratio job ({workers[0]} actor) / plain: {figures['ratio']:.2f} (target >= 0.90: {'MET' if figures['ratio'] >= 0.9 else 'MISSED'})")
+    print(
+        f"ratio job ({workers[0]} actor) / plain: {figures['ratio']:.2f} (target >= 0.90: {'MET' if figures['ratio'] >= 0.9 else 'MISSED'})"
+    )
     if len(workers) > 1:
         rates = [figures["jobs"][count]["per_second"] for count in workers]
-        print("actors: " + ", ".join(f"{count}: {rate:,.0f}/s" for count, rate in zip(workers, rates)) + f" ({rates[-1] / rates[0]:.2f}x)")
+        print(
+            "actors: "
+            + ", ".join(f"{count}: {rate:,.0f}/s" for count, rate in zip(workers, rates))
+            + f" ({rates[-1] / rates[0]:.2f}x)"
+        )
     d = figures["decode"]
-    print(f"reading {d['images']:,} images of one file: numpy from `pixels` {d['numpy_s_per_image'] * 1e9:,.0f} ns/image, PIL from "
-          f"PNGs {d['png_s_per_image'] * 1e6:,.1f} us/image ({d['png_s_per_image'] / d['numpy_s_per_image']:,.0f}x); compressed "
-          f"bytes/image: pixels {d['pixels_bytes_per_image']:.0f}, image {d['image_bytes_per_image']:.0f}")
+    print(
+        f"reading {d['images']:,} images of one file: numpy from `pixels` {d['numpy_s_per_image'] * 1e9:,.0f} ns/image, PIL from "
+        f"PNGs {d['png_s_per_image'] * 1e6:,.1f} us/image ({d['png_s_per_image'] / d['numpy_s_per_image']:,.0f}x); compressed "
+        f"bytes/image: pixels {d['pixels_bytes_per_image']:.0f}, image {d['image_bytes_per_image']:.0f}"
+    )
     if out:
         with open(out, "w") as f:
             json.dump(figures, f, indent=2, default=str)

@@ -16,7 +16,7 @@ What it does, in one run:
    c. prepare: handvae's prepare() to parquet, then (other subprocesses) the prepared folder ->
       batches by each of handvae's two readers of a folder:
       c2. Ray Data, read_split (evaluation, generation's styles, in-memory training);
-      c3. a streaming training worker's own read (`handvae.train.StreamingFeed`: pyarrow row groups,
+      c3. a streaming training worker's own read (`handvae.train.worker.StreamingFeed`: pyarrow row groups,
           window-shuffled), in a Ray worker as in training, one worker whose share is every row.
    Paths b and c2 then read once more in the same process ("warm": Ray Data's workers and actors
    already started, as for every read after the first in a long-lived job).
@@ -102,7 +102,9 @@ def make_full_file(real_csv: str, path: str, rows: int, seed: int, chunk_rows: i
         t = time.perf_counter()
         found = count_lines(path)
         if found == rows:
-            print(f"[file] reusing {path}: {found:,} rows, {os.path.getsize(path) / 1e6:,.0f} MB (counted in {time.perf_counter() - t:.1f} s)")
+            print(
+                f"[file] reusing {path}: {found:,} rows, {os.path.getsize(path) / 1e6:,.0f} MB (counted in {time.perf_counter() - t:.1f} s)"
+            )
             return {"path": path, "rows": found, "reused": True, "bytes": os.path.getsize(path)}
         print(f"[file] {path} has {found:,} rows, not {rows:,}: rewriting")
     t0 = time.perf_counter()
@@ -127,7 +129,13 @@ def make_full_file(real_csv: str, path: str, rows: int, seed: int, chunk_rows: i
         f"[file] wrote {path}: {rows:,} rows resampled (seed {seed}) from {len(real):,} real rows of {real_csv} "
         f"with -2..2 px shifts, {os.path.getsize(path) / 1e6:,.0f} MB in {time.perf_counter() - t0:.1f} s"
     )
-    return {"path": path, "rows": rows, "reused": False, "bytes": os.path.getsize(path), "seconds": time.perf_counter() - t0}
+    return {
+        "path": path,
+        "rows": rows,
+        "reused": False,
+        "bytes": os.path.getsize(path),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -153,13 +161,15 @@ def worker_seed(path: str, result: dict) -> None:
         assert xb.dtype == torch.float32 and xb.shape[1:] == (1, 28, 28) and yb.dtype == torch.int64
         rows += len(yb)
     t1 = time.perf_counter()
-    result.update(rows=rows, seconds=t1 - t0, read_csv_s=t_read - t0, to_tensor_s=t_tensor - t_read, iterate_s=t1 - t_tensor)
+    result.update(
+        rows=rows, seconds=t1 - t0, read_csv_s=t_read - t0, to_tensor_s=t_tensor - t_read, iterate_s=t1 - t_tensor
+    )
 
 
 def _iterate_ray(ds, result: dict) -> None:
     import torch
 
-    from handvae.engine import model_inputs
+    from handvae.model.vae import model_inputs
 
     rows = 0
     first = None
@@ -185,7 +195,7 @@ def worker_ray(path: str, result: dict, chunk_bytes: int | None) -> None:
     import ray
     import torch  # noqa: F401  (before the clock starts, as the seed path's pandas and torch are)
 
-    from handvae.data.datasets import DataSources, read_split
+    from handvae.data.sources import DataSources, read_split
     from handvae.runtime import init_ray
 
     t0 = time.perf_counter()
@@ -197,8 +207,12 @@ def worker_ray(path: str, result: dict, chunk_bytes: int | None) -> None:
     _iterate_ray(ds, result)
     t1 = time.perf_counter()
     result.update(
-        seconds=t1 - t_init, seconds_with_startup=t1 - t0, ray_init_s=t_init - t0, plan_s=t_plan - t_init,
-        first_batch_s=result.pop("first_batch_at") - t_init, num_read_tasks=_num_chunks(path, chunk_bytes),
+        seconds=t1 - t_init,
+        seconds_with_startup=t1 - t0,
+        ray_init_s=t_init - t0,
+        plan_s=t_plan - t_init,
+        first_batch_s=result.pop("first_batch_at") - t_init,
+        num_read_tasks=_num_chunks(path, chunk_bytes),
     )
     _time_warm_read(ds, result)
     result["stats"] = ds.stats()[-4000:] if os.environ.get("INGEST_STATS") else None
@@ -215,7 +229,8 @@ def _num_chunks(path: str, chunk_bytes: int | None) -> int:
 def worker_prepare(path: str, result: dict, out_dir: str, chunk_bytes: int | None) -> None:
     import ray
 
-    from handvae.data.datasets import DataSources, prepare
+    from handvae.data.prepare import prepare
+    from handvae.data.sources import DataSources
     from handvae.runtime import init_ray
 
     t0 = time.perf_counter()
@@ -225,7 +240,13 @@ def worker_prepare(path: str, result: dict, out_dir: str, chunk_bytes: int | Non
     manifest = prepare(DataSources(letters_csv=path, csv_chunk_bytes=chunk_bytes), out_dir, overwrite=True)
     t1 = time.perf_counter()
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out_dir) for f in fs)
-    result.update(rows=sum(manifest["rows"].values()), seconds=t1 - t_init, seconds_with_startup=t1 - t0, ray_init_s=t_init - t0, prepared_bytes=size)
+    result.update(
+        rows=sum(manifest["rows"].values()),
+        seconds=t1 - t_init,
+        seconds_with_startup=t1 - t0,
+        ray_init_s=t_init - t0,
+        prepared_bytes=size,
+    )
     ray.shutdown()
 
 
@@ -233,7 +254,7 @@ def worker_prepared_read(out_dir: str, result: dict) -> None:
     import ray
     import torch  # noqa: F401  (before the clock starts, as the seed path's pandas and torch are)
 
-    from handvae.data.datasets import DataSources, read_split
+    from handvae.data.sources import DataSources, read_split
     from handvae.runtime import init_ray
 
     t0 = time.perf_counter()
@@ -244,7 +265,12 @@ def worker_prepared_read(out_dir: str, result: dict) -> None:
     result["parquet_files"] = sum(f.endswith(".parquet") for _, _, fs in os.walk(out_dir) for f in fs)
     _iterate_ray(ds, result)
     t1 = time.perf_counter()
-    result.update(seconds=t1 - t_init, seconds_with_startup=t1 - t0, ray_init_s=t_init - t0, first_batch_s=result.pop("first_batch_at") - t_init)
+    result.update(
+        seconds=t1 - t_init,
+        seconds_with_startup=t1 - t0,
+        ray_init_s=t_init - t0,
+        first_batch_s=result.pop("first_batch_at") - t_init,
+    )
     _time_warm_read(ds, result)
     ray.shutdown()
 
@@ -254,10 +280,10 @@ def _stream_all(path: str) -> tuple[int, float]:
     epoch 1's shuffled train rows, then the test rows. Runs in a Ray worker."""
     import torch
 
-    from handvae.config import TrainConfig
     from handvae.data.folders import plan_folder
-    from handvae.engine import model_inputs
-    from handvae.train import StreamingFeed
+    from handvae.model.vae import model_inputs
+    from handvae.train.config import TrainConfig
+    from handvae.train.worker import StreamingFeed
 
     started = time.perf_counter()
     feed = StreamingFeed(plan_folder(path), TrainConfig(batch_size=BATCH), rank=0, world=1)
@@ -281,7 +307,9 @@ def worker_streaming_read(out_dir: str, result: dict) -> None:
     result["ray_cpus"] = ray.cluster_resources().get("CPU")
     rows, in_worker = ray.get(ray.remote(_stream_all).remote(out_dir))
     t1 = time.perf_counter()
-    result.update(rows=rows, seconds=t1 - t_init, seconds_with_startup=t1 - t0, ray_init_s=t_init - t0, read_in_worker_s=in_worker)
+    result.update(
+        rows=rows, seconds=t1 - t_init, seconds_with_startup=t1 - t0, ray_init_s=t_init - t0, read_in_worker_s=in_worker
+    )
     ray.shutdown()
 
 
@@ -326,42 +354,62 @@ def worker_main(argv: list[str]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--csv", required=True, help="the real Kaggle A-Z CSV whose rows are resampled")
-    p.add_argument("--work-dir", default="/tmp/handvae-bench", help="where the full-size file and the prepared folder go")
+    p.add_argument(
+        "--work-dir", default="/tmp/handvae-bench", help="where the full-size file and the prepared folder go"
+    )
     p.add_argument("--out", help="also write the figures as JSON here")
     p.add_argument("--rows", type=int, default=KAGGLE_ROWS, help="rows of the full-size file")
     p.add_argument("--seed", type=int, default=0, help="seed of the resampling and shifts")
     p.add_argument("--sample-every", type=float, default=0.15, help="seconds between memory samples")
-    p.add_argument("--csv-chunk-bytes", type=int, help="DataSources.csv_chunk_bytes for the Ray paths (default: handvae's)")
+    p.add_argument(
+        "--csv-chunk-bytes", type=int, help="DataSources.csv_chunk_bytes for the Ray paths (default: handvae's)"
+    )
     p.add_argument("--skip", nargs="*", default=[], choices=["seed", "cli", "ray", "prepare"], help="paths not to run")
     a = p.parse_args()
 
     full = os.path.join(a.work_dir, f"az_resampled_{a.rows}_seed{a.seed}.csv")
     file_info = make_full_file(a.csv, full, a.rows, a.seed)
-    print(f"[file] NOTE: every figure below comes from this RESAMPLED file ({a.rows:,} rows made from the real rows of {a.csv}), not the original Kaggle file")
+    print(
+        f"[file] NOTE: every figure below comes from this RESAMPLED file ({a.rows:,} rows made from the real rows of {a.csv}), not the original Kaggle file"
+    )
     chunk = ["--chunk-bytes", str(a.csv_chunk_bytes)] if a.csv_chunk_bytes else []
     prepared = os.path.join(a.work_dir, "prepared")
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     git = lambda *args: subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True).stdout.strip()  # noqa: E731
-    code = {"commit": git("rev-parse", "--short", "HEAD"), "dirty": git("status", "--porcelain", "--", "handvae").splitlines()}
-    print(f"[code] handvae at {code['commit']}" + (f", uncommitted changes in {len(code['dirty'])} file(s) under handvae/" if code["dirty"] else ""))
+    code = {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "dirty": git("status", "--porcelain", "--", "handvae").splitlines(),
+    }
+    print(
+        f"[code] handvae at {code['commit']}"
+        + (f", uncommitted changes in {len(code['dirty'])} file(s) under handvae/" if code["dirty"] else "")
+    )
     runs = {}
     if "seed" not in a.skip:
         runs["seed"] = run_worker(["seed", full], a.sample_every, "seed")
     if "cli" not in a.skip:
         # As a new user runs it: the whole `handvae data` process (Python start-up, imports, Ray's
         # start, the read and validation of every row, the summary) against the seed's whole process.
-        runs["cli"] = run_measured([sys.executable, "-m", "handvae.cli", "data", "--letters-csv", full], a.sample_every, "cli")
+        runs["cli"] = run_measured(
+            [sys.executable, "-m", "handvae.cli", "data", "--letters-csv", full], a.sample_every, "cli"
+        )
     if "ray" not in a.skip:
         runs["ray"] = run_worker(["ray", full, *chunk], a.sample_every, "ray")
     if "prepare" not in a.skip:
         runs["prepare"] = run_worker(["prepare", full, "--prepared-dir", prepared, *chunk], a.sample_every, "prepare")
-        runs["prepared_read"] = run_worker(["prepared_read", full, "--prepared-dir", prepared], a.sample_every, "prepared_read")
-        runs["streaming_read"] = run_worker(["streaming_read", full, "--prepared-dir", prepared], a.sample_every, "streaming_read")
+        runs["prepared_read"] = run_worker(
+            ["prepared_read", full, "--prepared-dir", prepared], a.sample_every, "prepared_read"
+        )
+        runs["streaming_read"] = run_worker(
+            ["streaming_read", full, "--prepared-dir", prepared], a.sample_every, "streaming_read"
+        )
 
     print()
-    print(f"Ingest of {a.rows:,} rows ({file_info['bytes'] / 1e6:,.0f} MB CSV, resampled from the real file) into batches of {BATCH}, "
-          f"{os.cpu_count()} CPUs; peak = PSS summed over the whole process tree")
+    print(
+        f"Ingest of {a.rows:,} rows ({file_info['bytes'] / 1e6:,.0f} MB CSV, resampled from the real file) into batches of {BATCH}, "
+        f"{os.cpu_count()} CPUs; peak = PSS summed over the whole process tree"
+    )
     header = f"{'path':<34} {'rows':>9} {'seconds':>8} {'+ray init':>9} {'peak MB':>8} {'speed vs seed':>13} {'mem vs seed':>11}"
     print(header)
     print("-" * len(header))
@@ -380,24 +428,39 @@ def main() -> None:
         speed = f"{seed['seconds'] / r['seconds']:12.2f}x" if seed else ""
         mem = f"{r['peak_pss_mb'] / seed['peak_pss_mb']:10.0%}" if seed else ""
         if seed and "seconds_with_startup" in r:
-            speed = f"{seed['seconds'] / r['seconds']:.2f}x/{seed['seconds'] / r['seconds_with_startup']:.2f}x".rjust(13)
-        print(f"{names[key]:<34} {r['rows']:>9,} {r['seconds']:8.1f} {with_init} {r['peak_pss_mb']:8,.0f} {speed:>13} {mem:>11}")
+            speed = f"{seed['seconds'] / r['seconds']:.2f}x/{seed['seconds'] / r['seconds_with_startup']:.2f}x".rjust(
+                13
+            )
+        print(
+            f"{names[key]:<34} {r['rows']:>9,} {r['seconds']:8.1f} {with_init} {r['peak_pss_mb']:8,.0f} {speed:>13} {mem:>11}"
+        )
     ray_cpus = {r.get("ray_cpus") for r in runs.values()} - {None}
     if ray_cpus:
-        print(f"Ray logical CPUs (init_ray default): {', '.join(f'{c:g}' for c in sorted(ray_cpus))} on {os.cpu_count()} cores")
+        print(
+            f"Ray logical CPUs (init_ray default): {', '.join(f'{c:g}' for c in sorted(ray_cpus))} on {os.cpu_count()} cores"
+        )
     if "prepared_read" in runs:
-        print(f"prepared folder: {runs['prepared_read'].get('parquet_files')} parquet files, {runs['prepare'].get('prepared_bytes', 0) / 1e6:,.0f} MB")
+        print(
+            f"prepared folder: {runs['prepared_read'].get('parquet_files')} parquet files, {runs['prepare'].get('prepared_bytes', 0) / 1e6:,.0f} MB"
+        )
     print("(speed vs seed: seed seconds / path seconds, without/with Ray start-up; mem vs seed: path peak / seed peak)")
     if seed:
         print(f"seed read {seed['rows']:,} rows: pandas took line 1 as a header, so one row of the {a.rows:,} is lost")
     verdicts = {}
     if seed and "ray" in runs:
         r = runs["ray"]
-        speedup, speedup_init, mem = seed["seconds"] / r["seconds"], seed["seconds"] / r["seconds_with_startup"], r["peak_pss_mb"] / seed["peak_pss_mb"]
+        speedup, speedup_init, mem = (
+            seed["seconds"] / r["seconds"],
+            seed["seconds"] / r["seconds_with_startup"],
+            r["peak_pss_mb"] / seed["peak_pss_mb"],
+        )
         verdicts = {
-            "speedup": speedup, "speedup_with_startup": speedup_init, "memory_ratio": mem,
+            "speedup": speedup,
+            "speedup_with_startup": speedup_init,
+            "memory_ratio": mem,
             "rows_ok": r["rows"] == a.rows,
-            "speed_target_met": speedup >= TARGET_SPEEDUP, "speed_target_met_with_startup": speedup_init >= TARGET_SPEEDUP,
+            "speed_target_met": speedup >= TARGET_SPEEDUP,
+            "speed_target_met_with_startup": speedup_init >= TARGET_SPEEDUP,
             "memory_target_met": mem <= TARGET_MEMORY,
         }
         print(
@@ -425,17 +488,38 @@ def main() -> None:
             )
     for key in ("ray", "prepared_read"):
         if seed and key in runs:
-            print(f"warm (a second read in the same process): {names[key]} {runs[key]['warm_read_s']:.1f} s, {seed['seconds'] / runs[key]['warm_read_s']:.2f}x the seed")
+            print(
+                f"warm (a second read in the same process): {names[key]} {runs[key]['warm_read_s']:.1f} s, {seed['seconds'] / runs[key]['warm_read_s']:.2f}x the seed"
+            )
             verdicts[f"{key}_warm_speedup"] = seed["seconds"] / runs[key]["warm_read_s"]
     for key, r in runs.items():
         top = ", ".join(f"{k} {v:,.0f}" for k, v in list(r["peak_breakdown_mb"].items())[:6])
-        extra = {k: round(v, 2) for k, v in r.items() if k.endswith("_s") and k not in ("seconds_with_startup",) and isinstance(v, float)}
-        print(f"  {key}: phases {extra}; peak RSS sum {r['peak_rss_mb']:,.0f} MB; /dev/shm growth {r['peak_dev_shm_growth_mb']:,.0f} MB; at peak: {top}")
+        extra = {
+            k: round(v, 2)
+            for k, v in r.items()
+            if k.endswith("_s") and k not in ("seconds_with_startup",) and isinstance(v, float)
+        }
+        print(
+            f"  {key}: phases {extra}; peak RSS sum {r['peak_rss_mb']:,.0f} MB; /dev/shm growth {r['peak_dev_shm_growth_mb']:,.0f} MB; at peak: {top}"
+        )
     if a.out:
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
         with open(a.out, "w") as f:
-            json.dump({"file": file_info, "resampled": True, "real_csv": a.csv, "cpus": os.cpu_count(), "batch_size": BATCH,
-                       "code": code, "runs": runs, "targets": {"speedup": TARGET_SPEEDUP, "memory_ratio": TARGET_MEMORY}, "verdicts": verdicts}, f, indent=2)
+            json.dump(
+                {
+                    "file": file_info,
+                    "resampled": True,
+                    "real_csv": a.csv,
+                    "cpus": os.cpu_count(),
+                    "batch_size": BATCH,
+                    "code": code,
+                    "runs": runs,
+                    "targets": {"speedup": TARGET_SPEEDUP, "memory_ratio": TARGET_MEMORY},
+                    "verdicts": verdicts,
+                },
+                f,
+                indent=2,
+            )
         print(f"wrote {a.out}")
 
 

@@ -124,7 +124,9 @@ def run_measured(command: list[str], sample_every: float, label: str, result_pat
     other_cpu = max(0.0, (_busy_ticks() - busy0) / hz - tree_cpu - sampler_cpu)
     # Let Ray's processes (orphaned when the driver exits) go before the next measurement starts.
     deadline = time.time() + 30
-    while time.time() < deadline and any(os.path.exists(f"/proc/{p}") and _comm(p) != "?" and _is_alive(p) for p in seen):
+    while time.time() < deadline and any(
+        os.path.exists(f"/proc/{p}") and _comm(p) != "?" and _is_alive(p) for p in seen
+    ):
         time.sleep(0.2)
     if child.returncode != 0:
         raise SystemExit(f"[{label}] worker failed with exit code {child.returncode}")
@@ -134,9 +136,18 @@ def run_measured(command: list[str], sample_every: float, label: str, result_pat
             result = json.load(f)
         os.unlink(result_path)
     result.update(
-        label=label, peak_pss_mb=peak_pss / 1024, peak_rss_mb=peak_rss / 1024, peak_dev_shm_growth_mb=peak_shm / 1024**2,
-        samples=samples, max_processes=max_procs, process_wall_s=wall, tree_cpu_s=tree_cpu,
-        other_cpu_s=other_cpu, sampler_cpu_s=sampler_cpu, other_cores=other_cpu / wall, loadavg_before=load0,
+        label=label,
+        peak_pss_mb=peak_pss / 1024,
+        peak_rss_mb=peak_rss / 1024,
+        peak_dev_shm_growth_mb=peak_shm / 1024**2,
+        samples=samples,
+        max_processes=max_procs,
+        process_wall_s=wall,
+        tree_cpu_s=tree_cpu,
+        other_cpu_s=other_cpu,
+        sampler_cpu_s=sampler_cpu,
+        other_cores=other_cpu / wall,
+        loadavg_before=load0,
         peak_breakdown_mb={k: round(v, 1) for k, v in sorted(peak_breakdown.items(), key=lambda kv: -kv[1])},
     )
     done = f"{result['rows']:,} rows in {result['seconds']:.1f} s" if "rows" in result else f"exited in {wall:.1f} s"
@@ -148,7 +159,11 @@ def run_measured(command: list[str], sample_every: float, label: str, result_pat
     print(
         f"[{label}] CPU: this tree {tree_cpu:.1f} s in {wall:.1f} s of process wall time; other processes on the machine "
         f"{other_cpu:.1f} s ({other_cpu / wall:.2f} cores; load average before {load0:.2f}); the memory sampler {sampler_cpu:.1f} s"
-        + ("  <-- CONTENDED: the timings are unreliable, run again on a quiet machine" if other_cpu / wall > 0.25 else ""),
+        + (
+            "  <-- CONTENDED: the timings are unreliable, run again on a quiet machine"
+            if other_cpu / wall > 0.25
+            else ""
+        ),
         flush=True,
     )
     return result

@@ -47,16 +47,21 @@ def generate(out: str, seed: int = 0) -> dict:
         return {"path": out, "reused": True}
     import torch
 
-    from handvae.checkpoint import save_model
-    from handvae.data.datasets import DataSources
-    from handvae.generate import GenerateOptions, run_generation
-    from handvae.model import VAE
+    from handvae.data.sources import DataSources
+    from handvae.formats.model_file import save_model
+    from handvae.generate.driver import GenerateOptions, run_generation
+    from handvae.model.vae import VAE
 
     torch.manual_seed(seed)
     model_path = f"{out}.model.pt"
     save_model(model_path, VAE())
     started = time.perf_counter()
-    manifest = run_generation(model_path, DataSources(), out, GenerateOptions(split="train", pairing="every-style", num_styles=STYLES, seed=seed))
+    manifest = run_generation(
+        model_path,
+        DataSources(),
+        out,
+        GenerateOptions(split="train", pairing="every-style", num_styles=STYLES, seed=seed),
+    )
     seconds = time.perf_counter() - started
     print(f"[data] generated {manifest['rows']:,} characters into {out} in {seconds:.0f} s", flush=True)
     return {"path": out, "rows": manifest["rows"], "seconds": seconds, "reused": False}
@@ -80,27 +85,65 @@ def tile(small: str, out: str, tiles: int, row_group: int = 2304, file_rows: int
     files, rows = [], []
     for k in range(tiles):
         moved = np.roll(images, (k % 7 - 3, k // 7 % 7 - 3), axis=(1, 2))
-        rows.append(pa.table({"label": pa.array(labels), "pixels": pa.FixedSizeBinaryArray.from_buffers(pa.binary(784), len(labels), [None, pa.py_buffer(moved.tobytes())])}))
+        rows.append(
+            pa.table(
+                {
+                    "label": pa.array(labels),
+                    "pixels": pa.FixedSizeBinaryArray.from_buffers(
+                        pa.binary(784), len(labels), [None, pa.py_buffer(moved.tobytes())]
+                    ),
+                }
+            )
+        )
     whole = pa.concat_tables(rows)
     for index, start in enumerate(range(0, whole.num_rows, file_rows)):
         name = f"data/part-{index:05d}.parquet"
         os.makedirs(os.path.join(staging, "data"), exist_ok=True)
-        pq.write_table(whole.slice(start, file_rows), os.path.join(staging, name), row_group_size=row_group, compression="zstd")
+        pq.write_table(
+            whole.slice(start, file_rows), os.path.join(staging, name), row_group_size=row_group, compression="zstd"
+        )
         files.append(name)
     with open(os.path.join(staging, "manifest.json"), "w") as f:
-        json.dump({"format": "handvae.generated", "files": files, "rows": whole.num_rows, "tiled_from": small, "tiles": tiles}, f)
+        json.dump(
+            {
+                "format": "handvae.generated",
+                "files": files,
+                "rows": whole.num_rows,
+                "tiled_from": small,
+                "tiles": tiles,
+            },
+            f,
+        )
     open(os.path.join(staging, "_SUCCESS"), "w").close()
     os.replace(staging, out)
     print(f"[data] wrote {whole.num_rows:,} characters ({tiles} shifted copies of {small}) into {out}", flush=True)
     return {"path": out, "rows": whole.num_rows, "reused": False}
 
 
-def train(label: str, dataset: str, feed: str, epochs: int, storage: str, sample_every: float, extra: tuple[str, ...] = ()) -> dict:
+def train(
+    label: str, dataset: str, feed: str, epochs: int, storage: str, sample_every: float, extra: tuple[str, ...] = ()
+) -> dict:
     """`handvae train` in a fresh process, measured; adds its metrics.jsonl records."""
     run_name = f"{label}-{int(time.time())}"
     command = [
-        sys.executable, "-m", "handvae.cli", "train", "--dataset", dataset, "--data-feed", feed, "--epochs", str(epochs),
-        "--num-workers", "2", "--no-report", "--storage-path", storage, "--run-name", run_name, *extra,
+        sys.executable,
+        "-m",
+        "handvae.cli",
+        "train",
+        "--dataset",
+        dataset,
+        "--data-feed",
+        feed,
+        "--epochs",
+        str(epochs),
+        "--num-workers",
+        "2",
+        "--no-report",
+        "--storage-path",
+        storage,
+        "--run-name",
+        run_name,
+        *extra,
     ]
     result = run_measured(command, sample_every, label)
     with open(os.path.join(storage, run_name, "metrics.jsonl")) as f:
@@ -114,7 +157,12 @@ def main() -> None:
     p.add_argument("--mnist-dir", required=True, help="real MNIST (torchvision layout), for the speed comparison")
     p.add_argument("--letters-csv", required=True, help="the real Kaggle A-Z CSV, for the speed comparison")
     p.add_argument("--work-dir", default="/tmp/handvae-streaming")
-    p.add_argument("--tiles", type=int, default=56, help="copies of the 18,000 generated characters in the large set (56: 1,008,000)")
+    p.add_argument(
+        "--tiles",
+        type=int,
+        default=56,
+        help="copies of the 18,000 generated characters in the large set (56: 1,008,000)",
+    )
     p.add_argument("--epochs", type=int, default=2, help="epochs of each real-data run (the first is warm-up)")
     p.add_argument("--sample-every", type=float, default=0.25, help="seconds between memory samples")
     p.add_argument("--skip", nargs="*", default=[], choices=["memory", "speed"])
@@ -127,24 +175,39 @@ def main() -> None:
     if "memory" not in a.skip:
         small = generate(os.path.join(a.work_dir, "generated-small"))
         large = tile(small["path"], os.path.join(a.work_dir, f"generated-large-{a.tiles}"), a.tiles)
-        from handvae.data.folders import IMAGE_PIXELS, plan_folder
+        from handvae.data.folders import plan_folder
+        from handvae.data.records import IMAGE_PIXELS
 
-        rows = {name: sum(u.rows[0] + u.rows[1] for u in plan_folder(d["path"]).units) for name, d in (("small", small), ("large", large))}
+        rows = {
+            name: sum(u.rows[0] + u.rows[1] for u in plan_folder(d["path"]).units)
+            for name, d in (("small", small), ("large", large))
+        }
         # A small model at batch 256: the data path is the same, and an epoch of a million images
         # takes minutes instead of most of an hour on 2 cores, with the reading more exposed.
         small_model = os.path.join(a.work_dir, "small-model.toml")
         with open(small_model, "w") as f:
             f.write("[model]\nnum_filters = 8\nnum_latent = 4\n")
         extra = ("--config", small_model, "--batch-size", "256")
-        runs = {name: train(f"stream-{name}", d["path"], "stream", 1, storage, a.sample_every, extra) for name, d in (("small", small), ("large", large))}
+        runs = {
+            name: train(f"stream-{name}", d["path"], "stream", 1, storage, a.sample_every, extra)
+            for name, d in (("small", small), ("large", large))
+        }
         pixel_bytes = rows["large"] * IMAGE_PIXELS
         excess = runs["large"]["peak_pss_mb"] - runs["small"]["peak_pss_mb"]
         ratio = excess * 2**20 / pixel_bytes
-        figures["memory"] = {"rows": rows, "runs": runs, "excess_mb": excess, "pixel_mb": pixel_bytes / 2**20, "ratio": ratio}
+        figures["memory"] = {
+            "rows": rows,
+            "runs": runs,
+            "excess_mb": excess,
+            "pixel_mb": pixel_bytes / 2**20,
+            "ratio": ratio,
+        }
         print()
         for name in ("small", "large"):
             r = runs[name]
-            print(f"{name:>5}: {rows[name]:>9,} characters, 1 epoch streaming on 2 workers: {r['process_wall_s']:6.0f} s, peak PSS {r['peak_pss_mb']:,.0f} MB")
+            print(
+                f"{name:>5}: {rows[name]:>9,} characters, 1 epoch streaming on 2 workers: {r['process_wall_s']:6.0f} s, peak PSS {r['peak_pss_mb']:,.0f} MB"
+            )
         print(
             f"excess of the large run: {excess:,.0f} MB = {ratio:.2f}x the large set's {pixel_bytes / 2**20:,.0f} MB of pixels "
             f"(target < {TARGET_EXCESS}x: {'MET' if ratio < TARGET_EXCESS else 'MISSED'})",
@@ -154,9 +217,31 @@ def main() -> None:
     if "speed" not in a.skip:
         prepared = os.path.join(a.work_dir, "prepared-real")
         if not os.path.exists(os.path.join(prepared, "_SUCCESS")):
-            subprocess.run([sys.executable, "-m", "handvae.cli", "prepare", "--letters-csv", a.letters_csv, "--mnist-dir", a.mnist_dir, "--out", prepared], check=True)
-        speed = {feed: train(f"real-{feed}", prepared, feed, a.epochs, storage, a.sample_every) for feed in ("memory", "stream")}
-        rates = {feed: statistics.median([r["images_per_second"] for r in run["records"]][1:] or [run["records"][0]["images_per_second"]]) for feed, run in speed.items()}
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "handvae.cli",
+                    "prepare",
+                    "--letters-csv",
+                    a.letters_csv,
+                    "--mnist-dir",
+                    a.mnist_dir,
+                    "--out",
+                    prepared,
+                ],
+                check=True,
+            )
+        speed = {
+            feed: train(f"real-{feed}", prepared, feed, a.epochs, storage, a.sample_every)
+            for feed in ("memory", "stream")
+        }
+        rates = {
+            feed: statistics.median(
+                [r["images_per_second"] for r in run["records"]][1:] or [run["records"][0]["images_per_second"]]
+            )
+            for feed, run in speed.items()
+        }
         ratio = rates["stream"] / rates["memory"]
         figures["speed"] = {"runs": speed, "images_per_second": rates, "ratio": ratio}
         print()
@@ -166,7 +251,10 @@ def main() -> None:
                 f"real data, {feed:>6}: {rates[feed]:,.0f} training images/s (median of epochs 2-{a.epochs}, the default model; per epoch "
                 f"{per_epoch}), whole run {run['process_wall_s']:.0f} s, peak PSS {run['peak_pss_mb']:,.0f} MB"
             )
-        print(f"streaming / in memory: {ratio:.2f}x (target >= {TARGET_SPEED}x: {'MET' if ratio >= TARGET_SPEED else 'MISSED'})", flush=True)
+        print(
+            f"streaming / in memory: {ratio:.2f}x (target >= {TARGET_SPEED}x: {'MET' if ratio >= TARGET_SPEED else 'MISSED'})",
+            flush=True,
+        )
         # On a shared machine images/s follow the other processes' load; the CPU time the whole
         # process tree took for the same work (same epochs, model and data) does much less so.
         cpu = {feed: run["tree_cpu_s"] for feed, run in speed.items()}

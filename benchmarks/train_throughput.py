@@ -15,17 +15,17 @@ import json
 import statistics
 import tempfile
 import time
-from typing import Optional
 
 import torch
 import typer
 
-from handvae.config import TrainConfig
-from handvae.data.datasets import DataSources, read_split, to_tensors
-from handvae.engine import train_epoch
-from handvae.model import VAE
+from handvae.data.sources import DataSources, read_split, to_tensors
+from handvae.formats.checkpoints import METRICS_FILE
+from handvae.model.steps import train_epoch
+from handvae.model.vae import VAE
 from handvae.runtime import init_ray
-from handvae.train import METRICS_FILE, run_training
+from handvae.train.config import TrainConfig
+from handvae.train.driver import run_training
 
 
 def plain_images_per_second(images: torch.Tensor, labels: torch.Tensor, batch_size: int, epochs: int) -> float:
@@ -44,15 +44,17 @@ def plain_images_per_second(images: torch.Tensor, labels: torch.Tensor, batch_si
 
 
 def main(
-    letters_csv: Optional[str] = None,
-    mnist_dir: Optional[str] = None,
+    letters_csv: str | None = None,
+    mnist_dir: str | None = None,
     epochs: int = typer.Option(4, help="Epochs per measurement; the first is warm-up."),
-    out: Optional[str] = typer.Option(None, help="Also write the figures as JSON here."),
+    out: str | None = typer.Option(None, help="Also write the figures as JSON here."),
 ):
     sources = DataSources(letters_csv=letters_csv, mnist_dir=mnist_dir)
     init_ray(extra_cpus=2)  # room for up to 2 training workers beside the data tasks
     images, labels = to_tensors(read_split(sources, "train"))
-    print(f"{len(labels)} training images ({'bundled sample' if sources.is_sample else 'given sources'}), {epochs} epochs each")
+    print(
+        f"{len(labels)} training images ({'bundled sample' if sources.is_sample else 'given sources'}), {epochs} epochs each"
+    )
     rows = []
     for batch_size in (64, 256):
         plain = plain_images_per_second(images, labels, batch_size, epochs)
@@ -63,11 +65,20 @@ def main(
                 with open(f"{result.run_dir}/{METRICS_FILE}") as f:
                     rates = [json.loads(line)["images_per_second"] for line in f][1:]
             ray_rate = statistics.median(rates)
-            rows.append({"batch_size": batch_size, "workers": workers, "plain_images_per_second": plain,
-                         "ray_images_per_second": ray_rate, "ratio_per_core": ray_rate / workers / plain})
+            rows.append(
+                {
+                    "batch_size": batch_size,
+                    "workers": workers,
+                    "plain_images_per_second": plain,
+                    "ray_images_per_second": ray_rate,
+                    "ratio_per_core": ray_rate / workers / plain,
+                }
+            )
     print(f"\n{'batch':>5} {'workers':>7} {'plain img/s':>12} {'ray img/s':>10} {'per core':>9}  (target >= 0.90)")
     for r in rows:
-        print(f"{r['batch_size']:>5} {r['workers']:>7} {r['plain_images_per_second']:>12.0f} {r['ray_images_per_second']:>10.0f} {r['ratio_per_core']:>9.2f}")
+        print(
+            f"{r['batch_size']:>5} {r['workers']:>7} {r['plain_images_per_second']:>12.0f} {r['ray_images_per_second']:>10.0f} {r['ratio_per_core']:>9.2f}"
+        )
     if out:
         with open(out, "w") as f:
             json.dump(rows, f, indent=2)

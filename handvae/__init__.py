@@ -11,11 +11,11 @@ _EXPORTS = {
     "NUM_CLASSES": "handvae.labels",
     "char_to_label": "handvae.labels",
     "label_to_char": "handvae.labels",
-    "VAE": "handvae.model",
-    "VAEConfig": "handvae.model",
+    "VAE": "handvae.model.vae",
+    "VAEConfig": "handvae.model.vae",
     "ModelFileError": "handvae.errors",
-    "load_model": "handvae.checkpoint",
-    "save_model": "handvae.checkpoint",
+    "load_model": "handvae.formats.model_file",
+    "save_model": "handvae.formats.model_file",
 }
 __all__ = sorted(_EXPORTS)
 

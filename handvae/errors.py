@@ -5,6 +5,9 @@ of them into one `error: ...` line and exit status 2 (`handvae.cli.reports_user_
 else is a bug and keeps its traceback.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 
 class UserError(ValueError):
     """Base of the errors a user can cause and fix."""
@@ -20,7 +23,8 @@ class DataError(UserError):
 
 
 class ConfigError(UserError):
-    """A setting that cannot work; raised before any worker starts."""
+    """An option or setting that cannot work (a flag, a config file's field, a recipe's value): the
+    one error type of every option's validation (`require`), raised before any worker starts."""
 
 
 class ModelFileError(UserError):
@@ -29,6 +33,18 @@ class ModelFileError(UserError):
 
 class OutputError(UserError):
     """An output folder or URI that cannot be written, or that handvae may not replace."""
+
+
+def require(
+    owner: str, name: str, value: Any, kinds: type | tuple[type, ...], ok: Callable[[Any], bool], expected: str
+) -> None:
+    """One option's check, shared by every config and options class: `value` is of `kinds` (a bool
+    is never a number here) and `ok(value)`, else a ConfigError "{owner}{name} must be {expected}, got
+    {value!r}" (`owner` "Augment." or "" for a flag)."""
+    if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
+        raise ConfigError(f"{owner}{name} must be {expected}, got {value!r}")
+    if not isinstance(value, kinds) or not ok(value):
+        raise ConfigError(f"{owner}{name} must be {expected}, got {value!r}")
 
 
 def user_error(exc: BaseException | None) -> UserError | None:

@@ -18,11 +18,11 @@ import ray.data
 import torch
 
 from handvae import storage
-from handvae.checkpoint import load_model_and_metadata
-from handvae.errors import ModelFileError
 from handvae.data.records import IMAGE_SIDE
+from handvae.errors import ModelFileError
+from handvae.formats.model_file import load_model_and_metadata
 from handvae.labels import NUM_CLASSES
-from handvae.model import VAE
+from handvae.model.vae import VAE
 from handvae.runtime import check_workers_fit, init_ray
 
 
@@ -58,7 +58,13 @@ def start_ray_for_actors(num_workers: int | None, use_gpu: bool) -> int:
 
 
 def map_with_model(
-    dataset: ray.data.Dataset, actor: type[ModelActor], model_path: str, extra_args: tuple, workers: int, use_gpu: bool, batch_size: int
+    dataset: ray.data.Dataset,
+    actor: type[ModelActor],
+    model_path: str,
+    extra_args: tuple,
+    workers: int,
+    use_gpu: bool,
+    batch_size: int,
 ) -> ray.data.Dataset:
     """`dataset` mapped by `actor(model_path, use_gpu, *extra_args)` on a pool of `workers` actors,
     each loading the model file itself (a local path is made absolute: actors need not share the

@@ -55,12 +55,16 @@ def confusion_matrix(confusion: np.ndarray, path: str) -> None:
     ax.set_ylabel("true")
     for true, predicted in zip(*np.nonzero(confusion)):
         if true != predicted:
-            ax.text(predicted, true, int(confusion[true, predicted]), ha="center", va="center", fontsize=5, color="crimson")
+            ax.text(
+                predicted, true, int(confusion[true, predicted]), ha="center", va="center", fontsize=5, color="crimson"
+            )
     ax.set_title("Confusion matrix (mistakes counted in red)")
     fig.savefig(path, dpi=_DPI, bbox_inches="tight")
 
 
-def reconstructions(originals: np.ndarray, recons: np.ndarray, labels: np.ndarray, predicted: np.ndarray, path: str, per_row: int = 18) -> None:
+def reconstructions(
+    originals: np.ndarray, recons: np.ndarray, labels: np.ndarray, predicted: np.ndarray, path: str, per_row: int = 18
+) -> None:
     """Originals over their reconstructions, titled with the true and the predicted character."""
     count = len(originals)
     bands = -(-count // per_row)
@@ -85,15 +89,21 @@ def character_sheet(images: np.ndarray, chars: list[str], row_labels: list[str],
     one mosaic image: one axes instead of one per cell (432 for generation's sheet: 4.3 s to 0.5 s)."""
     rows, columns, height, width = images.shape
     gap = 2
-    mosaic = np.full((rows * (height + gap) - gap, columns * (width + gap) - gap), 96, dtype=np.uint8)  # grey between cells
+    mosaic = np.full(
+        (rows * (height + gap) - gap, columns * (width + gap) - gap), 96, dtype=np.uint8
+    )  # grey between cells
     for r in range(rows):
         for c in range(columns):
-            mosaic[r * (height + gap) : r * (height + gap) + height, c * (width + gap) : c * (width + gap) + width] = images[r, c]
+            mosaic[r * (height + gap) : r * (height + gap) + height, c * (width + gap) : c * (width + gap) + width] = (
+                images[r, c]
+            )
     scale = 0.42
     fig = Figure(figsize=(columns * scale + 1.2, rows * scale + 0.8))
     ax = fig.subplots()
     ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    ax.set_xticks([c * (width + gap) + width / 2 for c in range(columns)], [ch if ch != " " else "␣" for ch in chars], fontsize=8)
+    ax.set_xticks(
+        [c * (width + gap) + width / 2 for c in range(columns)], [ch if ch != " " else "␣" for ch in chars], fontsize=8
+    )
     ax.xaxis.tick_top()
     ax.set_yticks([r * (height + gap) + height / 2 for r in range(rows)], row_labels, fontsize=6)
     ax.tick_params(length=0)
@@ -103,7 +113,9 @@ def character_sheet(images: np.ndarray, chars: list[str], row_labels: list[str],
     fig.savefig(path, dpi=_DPI, bbox_inches="tight")
 
 
-def generation_quality(real: dict[str, float], generated: dict[str, float], variety: dict[str, float], path: str) -> None:
+def generation_quality(
+    real: dict[str, float], generated: dict[str, float], variety: dict[str, float], path: str
+) -> None:
     """Per character: the judge's accuracy on real and on generated images, and the variety ratio."""
     chars = [c for c in CHARSET if c in real and c in generated]
     positions = np.arange(len(chars))
@@ -133,7 +145,12 @@ def classifier_comparison(per_class: dict[str, dict[str, float]], path: str) -> 
     ax = fig.subplots()
     for i, name in enumerate(names):
         values = [per_class[name][c] for c in chars]
-        ax.bar(positions + (i - (len(names) - 1) / 2) * width, values, width=width, label=f"{name} (mean {np.mean(values):.2%})")
+        ax.bar(
+            positions + (i - (len(names) - 1) / 2) * width,
+            values,
+            width=width,
+            label=f"{name} (mean {np.mean(values):.2%})",
+        )
     ax.set_xticks(positions, chars, fontsize=8)
     ax.set_ylim(0, 1.0)
     ax.set_ylabel("accuracy on real test images")

@@ -1,18 +1,30 @@
-"""Connecting to Ray: the cluster in RAY_ADDRESS when set, otherwise an embedded local Ray.
+"""Connecting to Ray (the cluster in RAY_ADDRESS when set, otherwise an embedded local Ray), and every
+Ray internal that handvae depends on, each with its reason, so that a Ray upgrade is checked here:
 
-Also keeps the console to what a person needs: Ray's progress bars, per-worker duplicates and
-INFO chatter off, so the jobs' own lines (one per epoch from rank 0) stand out.
+- environment variables read by Ray's processes (`_QUIET_ENV`) and Ray's private logger names
+  (`init_ray`, `quiet_worker`): the console keeps to what a person needs, the jobs' own lines
+  (one per epoch from rank 0) instead of progress bars, per-worker duplicates and INFO chatter;
+- Ray Train's SIGINT handler, which fit() leaves behind (`keeping_sigint_handler`);
+- Ray Train's checkpoint snapshot file in a run folder (`set_aside_stale_train_snapshot`).
+
+Resuming reads the run folder's checkpoints itself (`handvae.formats.checkpoints.RunCheckpoints`)
+rather than `ray.train.get_checkpoint()`: that offers the latest checkpoint only, and a damaged
+latest one fails the run, where skipping it to the newest readable one (with a warning naming it)
+resumes; the tests of damaged checkpoints hold that contract.
 """
 
 import contextlib
+import json
 import logging
 import os
 import signal
 import threading
 import warnings
+from collections.abc import Callable
 
 import ray
 
+from handvae import storage
 from handvae.errors import ConfigError, user_error
 
 # Read by Ray's processes at start-up: set in the driver before ray.init, and passed to the workers
@@ -35,7 +47,10 @@ def init_ray(extra_cpus: int = 0) -> None:
         return
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    runtime_env = {"env_vars": {key: os.environ[key] for key in _QUIET_ENV}, "worker_process_setup_hook": "handvae.runtime.quiet_worker"}
+    runtime_env = {
+        "env_vars": {key: os.environ[key] for key in _QUIET_ENV},
+        "worker_process_setup_hook": "handvae.runtime.quiet_worker",
+    }
     # Ray announces its default for a new local Ray, token authentication, with a warning line in
     # every command's output; its warnings when authentication is off still show.
     logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_drop_token_auth_enabled_note)
@@ -113,3 +128,30 @@ def _drop_token_auth_enabled_note(record: logging.LogRecord) -> bool:
 def _drop_user_error_traces(record: logging.LogRecord) -> bool:
     """Bad input is reported once, plainly, by the command; Ray's copies of its traceback are noise."""
     return not (record.exc_info and user_error(record.exc_info[1]) is not None)
+
+
+RAY_TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"
+"""Ray Train's list of a run's checkpoints in the run folder, which it reloads on resume."""
+
+
+def set_aside_stale_train_snapshot(run_dir: str, checkpoint_folders: list[str], warn: Callable[[str], None]) -> None:
+    """Ray refuses to start a run whose snapshot lists a checkpoint folder that is gone (or is not
+    JSON). Such a snapshot is renamed to RAY_TRAIN_SNAPSHOT.stale, so that Ray starts a new list; the
+    folders themselves (`checkpoint_folders`) are what handvae resumes from, so nothing is lost."""
+    path = storage.join(run_dir, RAY_TRAIN_SNAPSHOT)
+    data = storage.read_bytes(path)
+    if data is None:
+        return
+    try:
+        listed = [result["checkpoint_dir_name"] for result in json.loads(data)["checkpoint_results"]]
+        present = {os.path.basename(folder.rstrip("/")) for folder in checkpoint_folders}
+        missing = [name for name in listed if name not in present]
+    except (ValueError, KeyError, TypeError) as exc:
+        missing, reason = None, f"not readable ({exc})"
+    else:
+        reason = f"lists checkpoint folder(s) that are gone: {', '.join(missing)}"
+    if missing == []:
+        return
+    fs, fs_path = storage.resolve_input(path)
+    fs.move(fs_path, fs_path + ".stale")
+    warn(f"{path} {reason}; set aside as {RAY_TRAIN_SNAPSHOT}.stale so that Ray accepts the run folder")

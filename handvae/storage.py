@@ -7,6 +7,8 @@ import uuid
 
 import pyarrow.fs as pafs
 
+from handvae.errors import DataError
+
 
 def is_uri(path_or_uri: str) -> bool:
     return "://" in path_or_uri
@@ -96,3 +98,11 @@ def open_input_file(path_or_uri: str):
     """A random-access file (what pyarrow.parquet.ParquetFile takes)."""
     fs, path = resolve(path_or_uri)
     return fs.open_input_file(path)
+
+
+def resolve_input(path_or_uri: str) -> tuple[pafs.FileSystem, str]:
+    """`resolve` for inputs: a URI pyarrow cannot open is the user's DataError, naming it."""
+    try:
+        return resolve(path_or_uri)
+    except Exception as exc:
+        raise DataError(f"{path_or_uri}: cannot open this URI ({exc})") from exc

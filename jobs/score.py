@@ -1,6 +1,6 @@
 """Entry point for `ray job submit`: the same code path as `handvae score`, with the same flags.
 
-From the repository root, as for jobs/generate.py (README, "Cluster"):
+From the repository root, as for jobs/generate.py (docs/cluster.md):
 
     export RAY_ADDRESS=http://127.0.0.1:8265 RAY_AUTH_MODE=token
     ray job submit --submission-id score-exp1 --working-dir . --runtime-env jobs/runtime_env.yaml -- \\

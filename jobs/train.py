@@ -1,7 +1,7 @@
 """Entry point for `ray job submit`: the same code path as `handvae train`, with the same flags.
 
 From the repository root, with `ray dashboard cluster.yaml` running (the tunnel to the Jobs API) and
-the cluster's token in ~/.ray/auth_token (README, "Cluster"):
+the cluster's token in ~/.ray/auth_token (docs/cluster.md):
 
     export RAY_ADDRESS=http://127.0.0.1:8265 RAY_AUTH_MODE=token
     ray job submit --submission-id train-exp1 --no-wait --working-dir . --runtime-env jobs/runtime_env.yaml -- \\

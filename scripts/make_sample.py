@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import typer
 
-from handvae.data.datasets import DataSources, pack_images, read_split, sample_dir
-from handvae.data.folders import MANIFEST, SUCCESS_MARKER
 from handvae.data.records import SPLITS, select
+from handvae.data.sources import DataSources, read_split, sample_dir
+from handvae.formats.dataset_folder import MANIFEST, SUCCESS_MARKER, pack_images
 from handvae.labels import NUM_CLASSES
 from handvae.runtime import init_ray
 
@@ -31,7 +31,11 @@ def main(letters_csv: str = typer.Option(...), mnist_dir: str = typer.Option(...
     shutil.rmtree(out, ignore_errors=True)
     counts = {}
     for split in SPLITS:
-        batches = list(read_split(DataSources(letters_csv=letters_csv, mnist_dir=mnist_dir), split).iter_batches(batch_format="numpy", batch_size=None))
+        batches = list(
+            read_split(DataSources(letters_csv=letters_csv, mnist_dir=mnist_dir), split).iter_batches(
+                batch_format="numpy", batch_size=None
+            )
+        )
         batch = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
         order = np.lexsort((batch["row"], batch["source"], batch["label"]))  # deterministic whatever the block order
         keep = np.concatenate([order[batch["label"][order] == c][: PER_SPLIT[split]] for c in range(NUM_CLASSES)])
@@ -41,7 +45,11 @@ def main(letters_csv: str = typer.Option(...), mnist_dir: str = typer.Option(...
         pq.write_table(pack_images(chosen), os.path.join(out, split, "part-0.parquet"), compression="zstd")
         counts[split] = len(chosen["label"])
     with open(os.path.join(out, MANIFEST), "w") as f:
-        json.dump({"sources": {"letters_csv": "A_Z Handwritten Data.csv (Kaggle)", "mnist": "MNIST IDX"}, "rows": counts}, f, indent=2)
+        json.dump(
+            {"sources": {"letters_csv": "A_Z Handwritten Data.csv (Kaggle)", "mnist": "MNIST IDX"}, "rows": counts},
+            f,
+            indent=2,
+        )
     open(os.path.join(out, SUCCESS_MARKER), "w").close()
     print(f"wrote {counts} to {out}")
 

@@ -41,7 +41,9 @@ def write_kaggle_csv(path: Path, images: np.ndarray, labels: np.ndarray, header:
 
 def write_idx(path: Path, array: np.ndarray) -> None:
     array = np.ascontiguousarray(array, dtype=np.uint8)
-    payload = (0x800 | array.ndim).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape) + array.tobytes()
+    payload = (
+        (0x800 | array.ndim).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape) + array.tobytes()
+    )
     path.write_bytes(gzip.compress(payload) if path.name.endswith(".gz") else payload)
 
 
@@ -65,8 +67,8 @@ def save_tiny_model(path: Path) -> str:
     what generation and output tests need."""
     import torch
 
-    from handvae.checkpoint import save_model
-    from handvae.model import VAE, VAEConfig
+    from handvae.formats.model_file import save_model
+    from handvae.model.vae import VAE, VAEConfig
 
     torch.manual_seed(0)
     save_model(path, VAE(VAEConfig(num_filters=4, num_latent=3, detail_latent=2)))
@@ -77,7 +79,7 @@ def assert_same_weights(model_path_a: str, model_path_b: str) -> None:
     """The two model files hold bit-identical weights."""
     import torch
 
-    from handvae.checkpoint import load_model_and_metadata
+    from handvae.formats.model_file import load_model_and_metadata
 
     a, b = (load_model_and_metadata(path)[0].state_dict() for path in (model_path_a, model_path_b))
     assert a.keys() == b.keys()
@@ -101,8 +103,12 @@ def s3_server():
     host, port = server.get_host_and_port()
     with pytest.MonkeyPatch.context() as patch:
         for key, value in {
-            "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
         }.items():
             patch.setenv(key, value)
         yield

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from handvae.augment import Augment, augment
+from handvae.model.augment import Augment, augment
 
 
 def centre_of_mass(x):

@@ -4,9 +4,9 @@ were generated scores 1.0x of real; labels shuffled score near chance; the summa
 import pytest
 import torch
 
-from handvae.cas import TRAINING_SETS, summarize, train_and_test, training_sets
-from handvae.judge import JudgeTraining
 from handvae.labels import CHARSET, NUM_CLASSES
+from handvae.model.judge import JudgeTraining
+from handvae.score.cas import TRAINING_SETS, summarize, train_and_test, training_sets
 
 BUDGET = JudgeTraining(epochs=2, images_per_epoch=1_500, batch_size=50, blur_probability=0.0, max_shift=1)
 
@@ -69,17 +69,29 @@ def test_summary_by_hand():
     assert report["cas"] == pytest.approx(generated)
     assert report["cas_over_real"] == pytest.approx(generated / real)
     assert report["augmentation_gain"] == pytest.approx(26 * 0.05 / 36)
-    assert report["augmentation_gain_letters"] == pytest.approx(0.05) and report["augmentation_gain_digits"] == pytest.approx(0.0)
+    assert report["augmentation_gain_letters"] == pytest.approx(0.05) and report[
+        "augmentation_gain_digits"
+    ] == pytest.approx(0.0)
     assert report["trained_on"]["real"]["letters"] == pytest.approx(0.7)
     assert report["trained_on"]["generated"]["per_class_accuracy"]["0"] == pytest.approx(0.8)
     first, second = report["by_seed"]
     assert (first["seed"], second["seed"]) == (0, 1)
-    assert first["cas"] == pytest.approx((10 * 0.9 + 26 * 0.6) / 36) and second["cas"] == pytest.approx((10 * 0.7 + 26 * 0.6) / 36)
-    assert first["augmentation_gain"] == pytest.approx(26 * 0.1 / 36) and second["augmentation_gain"] == pytest.approx(0.0)
-    assert report["reference_classifier"]["images_per_epoch"] == 51_200 and report["reference_classifier"]["seeds"] == [0, 1]
+    assert first["cas"] == pytest.approx((10 * 0.9 + 26 * 0.6) / 36) and second["cas"] == pytest.approx(
+        (10 * 0.7 + 26 * 0.6) / 36
+    )
+    assert first["augmentation_gain"] == pytest.approx(26 * 0.1 / 36) and second["augmentation_gain"] == pytest.approx(
+        0.0
+    )
+    assert report["reference_classifier"]["images_per_epoch"] == 51_200 and report["reference_classifier"]["seeds"] == [
+        0,
+        1,
+    ]
 
 
 def test_summary_needs_a_result_for_every_seed():
     accuracy = {c: 1.0 for c in CHARSET}
     with pytest.raises(ValueError, match="real: 1 results for 2 seeds"):
-        summarize({"generated": [accuracy, accuracy], "real+generated": [accuracy, accuracy], "real": [accuracy]}, seeds=(0, 1))
+        summarize(
+            {"generated": [accuracy, accuracy], "real+generated": [accuracy, accuracy], "real": [accuracy]},
+            seeds=(0, 1),
+        )

@@ -1,10 +1,11 @@
 """`handvae data` end to end: the summary on fixtures, and exit status 2 with the error on stderr."""
 
 import pytest
-from conftest import make_letters, make_mnist_root, write_kaggle_csv
 from typer.testing import CliRunner
 
 from handvae.cli import app
+
+from conftest import make_letters, make_mnist_root, write_kaggle_csv
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -16,7 +17,9 @@ def test_data_prints_rows_per_source_split_and_class(tmp_path):
     result = CliRunner().invoke(app, ["data", "--letters-csv", str(csv), "--mnist-dir", str(tmp_path / "mnist")])
     assert result.exit_code == 0, result.output
     assert "82  total" in result.stdout
-    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line.strip()[:2] in {"0 ", "Z "}}
+    rows = {
+        line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line.strip()[:2] in {"0 ", "Z "}
+    }
     assert sum(map(int, rows["0"])) == 3 and sum(map(int, rows["Z"])) == 2
 
 

@@ -23,9 +23,10 @@ import pyarrow.dataset as pads
 import pytest
 import ray
 import yaml
-from conftest import make_letters, write_kaggle_csv
 
-from handvae.checkpoint import load_model_and_metadata
+from handvae.formats.model_file import load_model_and_metadata
+
+from conftest import make_letters, write_kaggle_csv
 
 REPO = Path(__file__).resolve().parents[1]
 # The ray CLI of the Python running the tests: the head, the jobs and the tests share one environment.
@@ -103,12 +104,22 @@ def test_the_head_role_may_launch_the_gpu_workers_as_configured():
     the GPU workers needs: passing them its role, and resolving their AMI's SSM parameter."""
     config = cluster_config()
     statements = json.loads((REPO / "cluster-iam-policy.json").read_text())["Statement"]
-    allowed = [(action, resource) for s in statements for action in s["Action"] for resource in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])]
-    worker = next(t for name, t in config["available_node_types"].items() if name != config["head_node_type"])["node_config"]
+    allowed = [
+        (action, resource)
+        for s in statements
+        for action in s["Action"]
+        for resource in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+    ]
+    worker = next(t for name, t in config["available_node_types"].items() if name != config["head_node_type"])[
+        "node_config"
+    ]
     profile = worker["IamInstanceProfile"]["Name"]
     assert ("iam:PassRole", f"arn:aws:iam::*:role/{profile}") in allowed
     parameter = worker["ImageId"].removeprefix("resolve:ssm:")
-    assert any(action == "ssm:GetParameter" and fnmatch.fnmatch(f"arn:aws:ssm:us-west-2::parameter{parameter}", resource) for action, resource in allowed)
+    assert any(
+        action == "ssm:GetParameter" and fnmatch.fnmatch(f"arn:aws:ssm:us-west-2::parameter{parameter}", resource)
+        for action, resource in allowed
+    )
 
 
 def test_the_job_upload_leaves_out_environments_history_and_outputs(tmp_path):
@@ -117,13 +128,26 @@ def test_the_job_upload_leaves_out_environments_history_and_outputs(tmp_path):
     runtime_env = yaml.safe_load((REPO / "jobs" / "runtime_env.yaml").read_text())
     assert set(runtime_env) == {"excludes"}  # the code comes from --working-dir, the packages from the image
     tree = tmp_path / "repo"
-    for name in ("handvae/cli.py", "jobs/train.py", "pyproject.toml", ".venv/bin/python", ".git/HEAD", "runs/exp/model.pt",
-                 "bench-out/ingest.json", "handvae.egg-info/PKG-INFO", "handvae/__pycache__/cli.cpython-311.pyc"):
+    for name in (
+        "handvae/cli.py",
+        "jobs/train.py",
+        "pyproject.toml",
+        ".venv/bin/python",
+        ".git/HEAD",
+        "runs/exp/model.pt",
+        "bench-out/ingest.json",
+        "handvae.egg-info/PKG-INFO",
+        "handvae/__pycache__/cli.cpython-311.pyc",
+    ):
         (tree / name).parent.mkdir(parents=True, exist_ok=True)
         (tree / name).write_text("x")
     # Without .gitignore's help (Ray can be told to ignore it): the file's excludes alone do it.
     create_package(str(tree), tmp_path / "tree.zip", include_gitignore=False, excludes=runtime_env["excludes"])
-    assert sorted(zipfile.ZipFile(tmp_path / "tree.zip").namelist()) == ["handvae/cli.py", "jobs/train.py", "pyproject.toml"]
+    assert sorted(zipfile.ZipFile(tmp_path / "tree.zip").namelist()) == [
+        "handvae/cli.py",
+        "jobs/train.py",
+        "pyproject.toml",
+    ]
     # This repository as `ray job submit --working-dir .` zips it: small, with the entry points.
     create_package(str(REPO), tmp_path / "repo.zip", include_gitignore=True, excludes=runtime_env["excludes"])
     names = zipfile.ZipFile(tmp_path / "repo.zip").namelist()
@@ -165,13 +189,31 @@ def head(tmp_path_factory):
     gcs, dashboard, client, agent_http, agent_grpc, runtime_env_agent, metrics = free_ports(7)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
     # `python` in a job's entry point is this environment's, as it is the image's on a cluster.
-    env.update(HOME=str(home), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, PATH=os.path.dirname(sys.executable) + os.pathsep + env["PATH"])
+    env.update(
+        HOME=str(home),
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=token,
+        PATH=os.path.dirname(sys.executable) + os.pathsep + env["PATH"],
+    )
     start = [
-        RAY_CLI, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-        "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=4", f"--temp-dir={temp_dir}",
+        RAY_CLI,
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--port={gcs}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}",
+        "--num-cpus=4",
+        f"--temp-dir={temp_dir}",
         # Fixed by default (10001, 52365, ...); another Ray on this machine may hold them.
-        f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}",
-        f"--runtime-env-agent-port={runtime_env_agent}", f"--metrics-export-port={metrics}", "--min-worker-port=0", "--max-worker-port=0",
+        f"--ray-client-server-port={client}",
+        f"--dashboard-agent-listen-port={agent_http}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={runtime_env_agent}",
+        f"--metrics-export-port={metrics}",
+        "--min-worker-port=0",
+        "--max-worker-port=0",
         "--disable-usage-stats",
     ]
     log_path = tmp_path_factory.mktemp("head") / "ray-start.log"
@@ -181,7 +223,9 @@ def head(tmp_path_factory):
     try:
         deadline = time.monotonic() + 120
         while ray_cli("job", "list", env=client_env).returncode != 0:
-            assert process.poll() is None and time.monotonic() < deadline, f"the head did not start:\n{log_path.read_text()}"
+            assert process.poll() is None and time.monotonic() < deadline, (
+                f"the head did not start:\n{log_path.read_text()}"
+            )
             time.sleep(2)
         yield Head(env=client_env, data=tmp_path_factory.mktemp("jobs"))
     finally:
@@ -219,8 +263,20 @@ def _pids_mentioning(text: str) -> list[int]:
 def submit(env: dict, submission_id: str, script: str, *args: str) -> subprocess.CompletedProcess:
     """The README's command: waits for the job, streaming its logs; exit status 0 if it succeeded."""
     return ray_cli(
-        "job", "submit", "--submission-id", submission_id, "--working-dir", ".", "--runtime-env", "jobs/runtime_env.yaml",
-        "--", "python", script, *args, env=env, timeout=JOB_TIMEOUT_S,
+        "job",
+        "submit",
+        "--submission-id",
+        submission_id,
+        "--working-dir",
+        ".",
+        "--runtime-env",
+        "jobs/runtime_env.yaml",
+        "--",
+        "python",
+        script,
+        *args,
+        env=env,
+        timeout=JOB_TIMEOUT_S,
     )
 
 
@@ -241,8 +297,24 @@ def trained(head, letters_csv):
     recipe.write_text("[model]\nnum_filters = 8\nnum_latent = 4\n")
     storage = head.data / "runs"
     result = submit(
-        head.env, "train-e2e", "jobs/train.py", "--letters-csv", str(letters_csv), "--config", str(recipe), "--epochs", "2",
-        "--batch-size", "16", "--num-workers", "2", "--no-report", "--storage-path", str(storage), "--run-name", "e2e",
+        head.env,
+        "train-e2e",
+        "jobs/train.py",
+        "--letters-csv",
+        str(letters_csv),
+        "--config",
+        str(recipe),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--num-workers",
+        "2",
+        "--no-report",
+        "--storage-path",
+        str(storage),
+        "--run-name",
+        "e2e",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result, storage / "e2e"
@@ -265,8 +337,21 @@ def test_training_job_writes_checkpoints_metrics_and_a_model(head, trained):
 def test_generation_job_draws_with_the_trained_model(head, trained, letters_csv):
     _, run_dir = trained
     out = head.data / "gen"
-    result = submit(head.env, "generate-e2e", "jobs/generate.py", "--model", str(run_dir / "model.pt"), "--letters-csv", str(letters_csv),
-                    "--num-styles", "3", "--chars", "AB", "--out", str(out))
+    result = submit(
+        head.env,
+        "generate-e2e",
+        "jobs/generate.py",
+        "--model",
+        str(run_dir / "model.pt"),
+        "--letters-csv",
+        str(letters_csv),
+        "--num-styles",
+        "3",
+        "--chars",
+        "AB",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Job 'generate-e2e' succeeded" in job_status(head, "generate-e2e")
     assert (out / "_SUCCESS").is_file()
@@ -276,8 +361,20 @@ def test_generation_job_draws_with_the_trained_model(head, trained, letters_csv)
 
 @end_to_end
 def test_a_job_with_bad_data_fails_with_the_error_in_its_logs(head):
-    result = submit(head.env, "bad-data", "jobs/train.py", "--letters-csv", "/nonexistent.csv", "--epochs", "1", "--no-report",
-                    "--storage-path", str(head.data / "runs"), "--run-name", "bad")
+    result = submit(
+        head.env,
+        "bad-data",
+        "jobs/train.py",
+        "--letters-csv",
+        "/nonexistent.csv",
+        "--epochs",
+        "1",
+        "--no-report",
+        "--storage-path",
+        str(head.data / "runs"),
+        "--run-name",
+        "bad",
+    )
     assert result.returncode != 0
     assert "Job 'bad-data' failed" in job_status(head, "bad-data")
     logs = ray_cli("job", "logs", "bad-data", env=head.env).stdout
@@ -287,10 +384,14 @@ def test_a_job_with_bad_data_fails_with_the_error_in_its_logs(head):
 @end_to_end
 def test_clients_without_the_token_are_refused(head, tmp_path):
     # No token in the environment, none in HOME/.ray/auth_token.
-    without = {k: v for k, v in head.env.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")} | {"HOME": str(tmp_path)}
+    without = {k: v for k, v in head.env.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")} | {
+        "HOME": str(tmp_path)
+    }
     refused = submit(without, "no-token", "jobs/train.py", "--epochs", "1")  # sends no token: the cluster answers 401
     assert refused.returncode != 0 and "Authentication required" in refused.stdout + refused.stderr
-    unsent = ray_cli("job", "list", env={**without, "RAY_AUTH_MODE": "token"})  # a token client with no token stops here
+    unsent = ray_cli(
+        "job", "list", env={**without, "RAY_AUTH_MODE": "token"}
+    )  # a token client with no token stops here
     assert unsent.returncode != 0 and "couldn't find an authentication token" in unsent.stderr
     wrong = ray_cli("job", "list", env={**head.env, "RAY_AUTH_TOKEN": secrets.token_hex(32)})  # 403
     assert wrong.returncode != 0 and "Authentication failed" in wrong.stdout + wrong.stderr

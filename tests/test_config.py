@@ -3,12 +3,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from handvae.augment import Augment
-from handvae.config import PRESETS, Drawing, TrainConfig, resolve_config
 from handvae.errors import ConfigError
-from handvae.engine import epoch_order
-from handvae.loss import LossWeights
-from handvae.model import VAEConfig
+from handvae.model.augment import Augment
+from handvae.model.drawing import Drawing
+from handvae.model.loss import LossWeights
+from handvae.model.steps import epoch_order
+from handvae.model.vae import VAEConfig
+from handvae.train.config import PRESETS, TrainConfig, resolve_config
 
 
 def test_seed_preset_is_the_notebook_recipe():
@@ -22,7 +23,15 @@ def test_seed_preset_is_the_notebook_recipe():
 def test_the_default_recipe_trains_as_the_seed_and_draws_crisper():
     default = resolve_config()
     assert default == PRESETS["handvae"]
-    seed_like = replace(default, epochs=10, batch_size=64, lr_schedule="constant", model=VAEConfig(), loss=LossWeights(), drawing=Drawing())
+    seed_like = replace(
+        default,
+        epochs=10,
+        batch_size=64,
+        lr_schedule="constant",
+        model=VAEConfig(),
+        loss=LossWeights(),
+        drawing=Drawing(),
+    )
     assert seed_like == PRESETS["seed"]
     assert default.model == VAEConfig(detail_latent=64)  # the seed's z and decoder, and a detail code beside them
     assert default.loss.kl_weight(15) == 0.01 == PRESETS["seed"].loss.kl_weight(10)  # held at the seed's final weight
@@ -47,7 +56,9 @@ def test_round_trip_through_a_dict():
 def test_cosine_schedule_is_a_function_of_the_epoch():
     assert TrainConfig(learning_rate=0.002).learning_rate_at(7) == 0.002
     cosine = TrainConfig(learning_rate=0.002, epochs=4, lr_schedule="cosine")
-    assert [cosine.learning_rate_at(e) for e in (1, 2, 3, 4)] == pytest.approx([0.002, 0.001 + 0.001 * 2**-0.5, 0.001, 0.001 - 0.001 * 2**-0.5])
+    assert [cosine.learning_rate_at(e) for e in (1, 2, 3, 4)] == pytest.approx(
+        [0.002, 0.001 + 0.001 * 2**-0.5, 0.001, 0.001 - 0.001 * 2**-0.5]
+    )
 
 
 def test_class_balance_evens_out_what_an_epoch_draws():

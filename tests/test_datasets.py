@@ -2,11 +2,13 @@
 
 import numpy as np
 import pytest
-from conftest import make_letters, make_mnist_root, write_kaggle_csv
 
-from handvae.data.datasets import DataSources, prepare, read_split, summarize
+from handvae.data.prepare import prepare
+from handvae.data.sources import DataSources, read_split, summarize
 from handvae.errors import DataError, OutputError
 from handvae.labels import NUM_CLASSES
+
+from conftest import make_letters, make_mnist_root, write_kaggle_csv
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -35,7 +37,9 @@ def test_both_sources_in_one_schema(raw_sources):
         assert set(batch["split"]) == {split}
     letters = train["source"] == raw_sources.letters_csv
     assert letters.any() and set(np.unique(train["label"][letters])) <= set(range(10, 36))
-    assert np.char.endswith(test["source"].astype(str), "t10k-images-idx3-ubyte.gz").sum() == 10  # MNIST's own test split
+    assert (
+        np.char.endswith(test["source"].astype(str), "t10k-images-idx3-ubyte.gz").sum() == 10
+    )  # MNIST's own test split
 
 
 def test_split_does_not_depend_on_the_number_of_blocks(raw_sources):
@@ -70,7 +74,10 @@ def test_prepare_round_trips_and_never_leaves_a_partial_folder(raw_sources, tmp_
     manifest = prepare(raw_sources, str(out))
     assert (out / "_SUCCESS").exists() and sum(manifest["rows"].values()) == 350
     for split in ("train", "test"):
-        direct, prepared = collect(read_split(raw_sources, split)), collect(read_split(DataSources(prepared_dir=str(out)), split))
+        direct, prepared = (
+            collect(read_split(raw_sources, split)),
+            collect(read_split(DataSources(prepared_dir=str(out)), split)),
+        )
         for column in ("image", "label", "row", "source", "split"):
             np.testing.assert_array_equal(direct[column], prepared[column])
     with pytest.raises(OutputError, match="prepared: already exists"):
@@ -87,9 +94,20 @@ def test_a_prepared_folder_with_foreign_images_is_refused(tmp_path):
 
     (tmp_path / "train").mkdir()
     (tmp_path / "_SUCCESS").touch()
-    table = pa.table({"image": pa.array([b"\x00" * 10]), "label": pa.array([1], pa.uint8()), "source": ["x"], "row": [0], "split": ["train"]})
+    table = pa.table(
+        {
+            "image": pa.array([b"\x00" * 10]),
+            "label": pa.array([1], pa.uint8()),
+            "source": ["x"],
+            "row": [0],
+            "split": ["train"],
+        }
+    )
     pq.write_table(table, tmp_path / "train" / "part-0.parquet")
-    with pytest.raises(DataError, match=r"train/part-0.parquet: images are `image` binary; expected `pixels` or `image` as fixed_size_binary\[784\]"):
+    with pytest.raises(
+        DataError,
+        match=r"train/part-0.parquet: images are `image` binary; expected `pixels` or `image` as fixed_size_binary\[784\]",
+    ):
         summarize(read_split(DataSources(prepared_dir=str(tmp_path)), "train"))
 
 

@@ -5,17 +5,19 @@ import json
 
 import pytest
 import torch
-from conftest import make_letters, make_mnist_root, write_kaggle_csv
 from PIL import Image
 from typer.testing import CliRunner
 
-from handvae.checkpoint import save_model
 from handvae.cli import app
-from handvae.data.datasets import DataSources
+from handvae.data.sources import DataSources
 from handvae.errors import DataError, ModelFileError, OutputError
-from handvae.evaluate import GENERATION_PLOT, REPORT_FILES, EvalOptions, run_evaluation
-from handvae.judge import Judge, save_judge
-from handvae.model import VAE, VAEConfig
+from handvae.evaluate.driver import EvalOptions, run_evaluation
+from handvae.evaluate.reports import GENERATION_PLOT, REPORT_FILES
+from handvae.formats.model_file import save_judge, save_model
+from handvae.model.judge import Judge
+from handvae.model.vae import VAE, VAEConfig
+
+from conftest import make_letters, make_mnist_root, write_kaggle_csv
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 MNIST_TEST = 30
@@ -50,12 +52,19 @@ def judge_path(tmp_path_factory):
 def one_actor(sources, model_path, judge_path, tmp_path_factory):
     """A report with a judge (2 styles per class), from one model actor and batches of 7."""
     out = tmp_path_factory.mktemp("reports") / "one"
-    return out, run_evaluation(model_path, sources, str(out), EvalOptions(num_workers=1, batch_size=7, judge=judge_path, styles_per_class=2))
+    return out, run_evaluation(
+        model_path, sources, str(out), EvalOptions(num_workers=1, batch_size=7, judge=judge_path, styles_per_class=2)
+    )
 
 
 def test_every_image_counts_once_whatever_the_actors_and_batches(sources, model_path, judge_path, one_actor, tmp_path):
     _, one = one_actor
-    two = run_evaluation(model_path, sources, str(tmp_path / "two"), EvalOptions(num_workers=2, batch_size=5, judge=judge_path, styles_per_class=2))
+    two = run_evaluation(
+        model_path,
+        sources,
+        str(tmp_path / "two"),
+        EvalOptions(num_workers=2, batch_size=5, judge=judge_path, styles_per_class=2),
+    )
     assert one["images"] == two["images"]
     assert one["by_source"][sources.mnist_dir + "/MNIST/raw/t10k-images-idx3-ubyte.gz"]["images"] == MNIST_TEST
     letters = one["by_source"][sources.letters_csv]["images"]
@@ -70,10 +79,16 @@ def test_every_image_counts_once_whatever_the_actors_and_batches(sources, model_
 
 def test_the_report_folder_holds_every_file(one_actor, model_path):
     out, report = one_actor
-    assert sorted(p.name for p in out.iterdir()) == sorted(REPORT_FILES + (GENERATION_PLOT, "manifest.json", "_SUCCESS"))
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        REPORT_FILES + (GENERATION_PLOT, "manifest.json", "_SUCCESS")
+    )
     saved = json.loads((out / "metrics.json").read_text())
     assert {"accuracy", "recon_accuracy", "per_class_accuracy", "model", "data", "split"} <= set(saved)
-    assert saved["model"] == model_path and saved["split"] == "test" and saved["model_metadata"] == {"run_name": "tiny", "epoch": 1}
+    assert (
+        saved["model"] == model_path
+        and saved["split"] == "test"
+        and saved["model_metadata"] == {"run_name": "tiny", "epoch": 1}
+    )
     assert set(saved["per_class_accuracy"]) <= set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
     for name in REPORT_FILES + (GENERATION_PLOT,):
         if name.endswith(".png"):
@@ -91,8 +106,12 @@ def test_with_a_judge_the_report_measures_generated_characters(one_actor):
     present = report["per_class_images"]
     assert generation["styles"] == sum(min(2, n) for n in present.values())
     assert generation["generated_images"] == 36 * generation["styles"]
-    assert set(generation["real_accuracy"]) == set(present) and set(generation["generated_accuracy"]) == set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-    assert generation["legibility"] == pytest.approx(generation["generated_accuracy_mean"] / generation["real_accuracy_mean"])
+    assert set(generation["real_accuracy"]) == set(present) and set(generation["generated_accuracy"]) == set(
+        "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    )
+    assert generation["legibility"] == pytest.approx(
+        generation["generated_accuracy_mean"] / generation["real_accuracy_mean"]
+    )
 
 
 def test_a_second_run_replaces_the_report_and_never_another_folder(sources, model_path, one_actor, tmp_path):
@@ -124,7 +143,9 @@ def test_bad_models_and_empty_splits_are_named(sources, model_path, tmp_path):
 
 def test_cli_prints_the_headline_figures_and_exits_2_on_a_bad_model(sources, model_path, tmp_path):
     runner = CliRunner()
-    ok = runner.invoke(app, ["evaluate", "--model", model_path, "--out", str(tmp_path / "rep"), "--mnist-dir", sources.mnist_dir])
+    ok = runner.invoke(
+        app, ["evaluate", "--model", model_path, "--out", str(tmp_path / "rep"), "--mnist-dir", sources.mnist_dir]
+    )
     assert ok.exit_code == 0, ok.output
     assert f"{MNIST_TEST} test images: accuracy" in ok.output and "report.md" in ok.output
     bad = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "r2")])

@@ -10,20 +10,23 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
 import pytest
-from conftest import make_letters, make_mnist_root, save_tiny_model, write_kaggle_csv
 from PIL import Image
 from test_images import handwritten_l
 from typer.testing import CliRunner
 
 from handvae.cli import app
-from handvae.data.datasets import DataSources, read_split
-from handvae.errors import DataError, OutputError
-from handvae.generate import GenerateOptions, own_class_draws, run_generation
+from handvae.data.sources import DataSources, read_split
+from handvae.errors import ConfigError, DataError, OutputError
+from handvae.generate.driver import GenerateOptions, own_class_draws, run_generation
 from handvae.labels import CHARSET
+
+from conftest import make_letters, make_mnist_root, save_tiny_model, write_kaggle_csv
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 # 5 styles x 2 draws x 36 characters; 2 styles a model call (144 rows), 2 calls a file: 288 + 72 rows
-SMALL_FILES = GenerateOptions(pairing="every-style", num_styles=5, samples_per_style=2, num_workers=1, styles_per_batch=2, rows_per_file=288)
+SMALL_FILES = GenerateOptions(
+    pairing="every-style", num_styles=5, samples_per_style=2, num_workers=1, styles_per_batch=2, rows_per_file=288
+)
 COLUMNS = ["style_id", "source", "row", "sample", "char", "label", "pixels", "image"]
 
 
@@ -32,7 +35,9 @@ def sources(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     images, labels = make_letters(60)
     make_mnist_root(root / "mnist", train=4, test=9)
-    return DataSources(letters_csv=str(write_kaggle_csv(root / "az.csv", images, labels)), mnist_dir=str(root / "mnist"))
+    return DataSources(
+        letters_csv=str(write_kaggle_csv(root / "az.csv", images, labels)), mnist_dir=str(root / "mnist")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,16 +70,25 @@ def test_every_style_gets_the_full_alphabet_in_one_schema(alphabets):
     out, manifest = alphabets
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "_SUCCESS", "data", "manifest.json", "sheet.png"]
     assert manifest["format"] == "handvae.generated" and manifest["owner"] == "handvae"
-    assert manifest["files"] == [f"{manifest['data_dir']}/train-{i:05d}.parquet" for i in range(2)] and manifest["file_rows"] == [288, 72]
+    assert manifest["files"] == [f"{manifest['data_dir']}/train-{i:05d}.parquet" for i in range(2)] and manifest[
+        "file_rows"
+    ] == [288, 72]
     table = pads.dataset(data_dir(out)).to_table()
     assert table.column_names == COLUMNS and table.num_rows == manifest["rows"] == 5 * 2 * 36
-    assert str(table.schema.field("pixels").type) == "fixed_size_binary[784]" and str(table.schema.field("image").type) == "struct<bytes: binary, path: string>"
+    assert (
+        str(table.schema.field("pixels").type) == "fixed_size_binary[784]"
+        and str(table.schema.field("image").type) == "struct<bytes: binary, path: string>"
+    )
     frame = table.to_pandas()
     assert frame.groupby(["style_id", "sample"]).size().tolist() == [36] * 10
     assert (frame["label"] == frame["char"].map(CHARSET.index)).all()
-    assert set(frame["sample"]) == {0, 1} and frame["source"].str.endswith(("az.csv", "t10k-images-idx3-ubyte.gz")).all()
+    assert (
+        set(frame["sample"]) == {0, 1} and frame["source"].str.endswith(("az.csv", "t10k-images-idx3-ubyte.gz")).all()
+    )
     for pixels, image in zip(frame["pixels"][:5], frame["image"][:5]):
-        assert np.array_equal(np.asarray(Image.open(io.BytesIO(image["bytes"]))), np.frombuffer(pixels, np.uint8).reshape(28, 28))
+        assert np.array_equal(
+            np.asarray(Image.open(io.BytesIO(image["bytes"]))), np.frombuffer(pixels, np.uint8).reshape(28, 28)
+        )
     with Image.open(out / "sheet.png") as sheet:
         assert sheet.width > 500 and sheet.height > 100
 
@@ -91,7 +105,10 @@ def test_the_tools_people_use_read_the_same_rows(alphabets, tmp_path, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub = datasets.load_dataset(str(out), split="train")  # the card: no cast by the user
     assert hub.num_rows == 360 and isinstance(hub.features["image"], datasets.Image)
-    assert hub.features["label"].names == list(CHARSET) and hub.features["label"].int2str(hub[40]["label"]) == CHARSET[hub[40]["label"]]
+    assert (
+        hub.features["label"].names == list(CHARSET)
+        and hub.features["label"].int2str(hub[40]["label"]) == CHARSET[hub[40]["label"]]
+    )
     assert hub[40]["char"] == CHARSET[hub[40]["label"]] and np.asarray(hub[40]["image"]).shape == (28, 28)
     readers = {
         "pyarrow": pads.dataset(data_dir(out)).to_table().to_pandas(),
@@ -114,15 +131,22 @@ def test_the_tools_people_use_read_the_same_rows(alphabets, tmp_path, monkeypatc
 def test_own_class_draws_each_character_in_styles_of_its_own_samples(sources, model_path, tmp_path):
     # The default for a data split. The train split holds about 2 samples of each letter and 3 of
     # each digit: 5 drawings of a character reuse its samples, each time a further posterior draw.
-    options = GenerateOptions(split="train", num_styles=5, chars="AB3", samples_per_style=2, num_workers=1, styles_per_batch=3)
+    options = GenerateOptions(
+        split="train", num_styles=5, chars="AB3", samples_per_style=2, num_workers=1, styles_per_batch=3
+    )
     manifest = run_generation(model_path, sources, str(tmp_path / "own"), options)
     frame = read(tmp_path / "own")
     assert manifest["options"]["pairing"] == "own-class" and len(frame) == manifest["rows"] == 5 * 2 * 3
-    assert manifest["model_config"]["detail_latent"] == 2 and "posterior and detail code per use" in (tmp_path / "own" / "README.md").read_text()
+    assert (
+        manifest["model_config"]["detail_latent"] == 2
+        and "posterior and detail code per use" in (tmp_path / "own" / "README.md").read_text()
+    )
     assert frame.groupby("char").size().to_dict() == {"3": 10, "A": 10, "B": 10}
     real = read_split(sources, "train").to_pandas()
     real_label = {(s, r): label for s, r, label in zip(real["source"], real["row"], real["label"])}
-    assert all(real_label[(s, r)] == label for s, r, label in zip(frame["source"], frame["row"], frame["label"]))  # its own class
+    assert all(
+        real_label[(s, r)] == label for s, r, label in zip(frame["source"], frame["row"], frame["label"])
+    )  # its own class
     per_style = frame.groupby("style_id")["sample"].agg(list)
     assert all(sorted(samples) == list(range(len(samples))) for samples in per_style)  # reuses are further draws
     counts = frame.groupby(["char", "style_id"]).size().groupby("char").agg(["min", "max"])
@@ -139,14 +163,23 @@ def test_own_class_draws_spread_each_characters_drawings_over_its_samples():
     assert set(draws[:3]) == {2, 3} and set(draws[3:7]) == {1, 2}
     assert np.array_equal(draws, own_class_draws(style_ids, labels, GenerateOptions(num_styles=7, chars="01"), "here"))
     many = np.arange(1000, 1050)  # 50 samples of '0': which 10 are drawn is the seed's choice
-    chosen = [set(np.flatnonzero(own_class_draws(many, np.zeros(50, int), GenerateOptions(num_styles=10, chars="0", seed=seed), "here"))) for seed in (0, 0, 1)]
+    chosen = [
+        set(
+            np.flatnonzero(
+                own_class_draws(many, np.zeros(50, int), GenerateOptions(num_styles=10, chars="0", seed=seed), "here")
+            )
+        )
+        for seed in (0, 0, 1)
+    ]
     assert chosen[0] == chosen[1] != chosen[2] and len(chosen[2]) == 10
     every = own_class_draws(style_ids, labels, GenerateOptions(chars="012", samples_per_style=2), "here")
     assert (every == 2).all()  # without num_styles: each sample once, times its draws
     with pytest.raises(DataError, match="here holds no samples of 'Z'"):
         own_class_draws(style_ids, labels, GenerateOptions(num_styles=1, chars="0Z"), "here")
     with pytest.raises(DataError, match="would draw one sample 50,000 times"):
-        own_class_draws(style_ids, labels, GenerateOptions(num_styles=100_000, chars="1", samples_per_style=2, seed=0), "here")
+        own_class_draws(
+            style_ids, labels, GenerateOptions(num_styles=100_000, chars="1", samples_per_style=2, seed=0), "here"
+        )
 
 
 def test_same_seed_same_files_whatever_the_actors(sources, model_path, alphabets, tmp_path):
@@ -158,7 +191,12 @@ def test_same_seed_same_files_whatever_the_actors(sources, model_path, alphabets
 
 
 def test_randomness_zero_draws_the_mean_style(sources, model_path, tmp_path):
-    run_generation(model_path, sources, str(tmp_path / "mean"), GenerateOptions(pairing="every-style", num_styles=2, chars="A7", samples_per_style=3, randomness=0.0))
+    run_generation(
+        model_path,
+        sources,
+        str(tmp_path / "mean"),
+        GenerateOptions(pairing="every-style", num_styles=2, chars="A7", samples_per_style=3, randomness=0.0),
+    )
     frame = read(tmp_path / "mean")
     for _, group in frame.groupby(["style_id", "char"]):
         assert group["pixels"].nunique() == 1  # every draw is the posterior mean
@@ -167,9 +205,13 @@ def test_randomness_zero_draws_the_mean_style(sources, model_path, tmp_path):
 
 def test_text_lines_and_style_images(model_path, tmp_path):
     paths = [str(handwritten_l(tmp_path / f"mine{i}.png", size=(90 + 10 * i, 140))) for i in range(2)]
-    manifest = run_generation(model_path, DataSources(), str(tmp_path / "text"), GenerateOptions(text="HI 2", style_images=tuple(paths)))
+    manifest = run_generation(
+        model_path, DataSources(), str(tmp_path / "text"), GenerateOptions(text="HI 2", style_images=tuple(paths))
+    )
     frame = read(tmp_path / "text")
-    assert manifest["styles"] == 2 and len(frame) == 2 and set(frame["char"]) == {"HI 2"} and set(frame["label"]) == {-1}
+    assert (
+        manifest["styles"] == 2 and len(frame) == 2 and set(frame["char"]) == {"HI 2"} and set(frame["label"]) == {-1}
+    )
     assert sorted(frame["source"]) == sorted(paths) and set(frame["row"]) == {0}
     line = np.frombuffer(frame["pixels"][0], np.uint8).reshape(28, 4 * 28)
     assert line[:, 56:84].max() == 0 and line[:, :56].max() > 0  # the space stays blank
@@ -187,32 +229,68 @@ def test_a_rerun_replaces_the_data_set_and_keeps_files_beside_it(sources, model_
 
 
 def test_bad_requests_are_refused_with_what_was_wrong(sources, model_path, tmp_path):
-    with pytest.raises(DataError, match=r"--text: 'a' at position 2 is not supported; the model draws 0-9 and A-Z \(the model draws upper-case"):
+    with pytest.raises(
+        ConfigError,
+        match=r"--text: 'a' at position 2 is not supported; the model draws 0-9 and A-Z \(the model draws upper-case",
+    ):
         GenerateOptions(text="Ha")
-    with pytest.raises(DataError, match=r"--chars: '\?' at position 3"):
+    with pytest.raises(ConfigError, match=r"--chars: '\?' at position 3"):
         GenerateOptions(chars="AB?")
     (tmp_path / "scan.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(DataError, match="scan.png: not a readable image"):
-        run_generation(model_path, DataSources(), str(tmp_path / "out"), GenerateOptions(style_images=(str(tmp_path / "scan.png"),)))
+        run_generation(
+            model_path,
+            DataSources(),
+            str(tmp_path / "out"),
+            GenerateOptions(style_images=(str(tmp_path / "scan.png"),)),
+        )
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("keep")
     with pytest.raises(OutputError, match="mine: exists and is not a handvae generated output"):
         run_generation(model_path, sources, str(tmp_path / "mine"), GenerateOptions(num_styles=1))
     assert not (tmp_path / "out").exists() and (tmp_path / "mine" / "thesis.tex").read_text() == "keep"
-    with pytest.raises(DataError, match=r"--num-styles 100,000: split 'test' of the given data holds \d+ style samples"):
-        run_generation(model_path, sources, str(tmp_path / "many"), GenerateOptions(pairing="every-style", num_styles=100_000))
+    with pytest.raises(
+        DataError, match=r"--num-styles 100,000: split 'test' of the given data holds \d+ style samples"
+    ):
+        run_generation(
+            model_path, sources, str(tmp_path / "many"), GenerateOptions(pairing="every-style", num_styles=100_000)
+        )
     assert not (tmp_path / "many" / "_SUCCESS").exists()
-    with pytest.raises(DataError, match=r"split 'test' of the given data holds no samples of '9' to take its styles from"):
-        run_generation(model_path, sources, str(tmp_path / "nine"), GenerateOptions(num_styles=2, chars="A9"))  # the fixture's 9 test digits: 0-8
-    with pytest.raises(DataError, match="pairing own-class draws each style sample as its own class; the samples of --style-images have none"):
+    with pytest.raises(
+        DataError, match=r"split 'test' of the given data holds no samples of '9' to take its styles from"
+    ):
+        run_generation(
+            model_path, sources, str(tmp_path / "nine"), GenerateOptions(num_styles=2, chars="A9")
+        )  # the fixture's 9 test digits: 0-8
+    with pytest.raises(
+        ConfigError,
+        match="pairing own-class draws each style sample as its own class; the samples of --style-images have none",
+    ):
         GenerateOptions(pairing="own-class", style_images=("a.png",))
-    with pytest.raises(DataError, match="pairing must be one of own-class, every-style, got 'mixed'"):
+    with pytest.raises(ConfigError, match="pairing must be one of own-class, every-style, got 'mixed'"):
         GenerateOptions(pairing="mixed")
 
 
 def test_cli_generates_and_exits_2_on_an_unsupported_character(sources, model_path, tmp_path):
     runner = CliRunner()
-    ok = runner.invoke(app, ["generate", "--model", model_path, "--out", str(tmp_path / "g"), "--mnist-dir", sources.mnist_dir, "--num-styles", "2", "--chars", "XY", "--pairing", "every-style"])
+    ok = runner.invoke(
+        app,
+        [
+            "generate",
+            "--model",
+            model_path,
+            "--out",
+            str(tmp_path / "g"),
+            "--mnist-dir",
+            sources.mnist_dir,
+            "--num-styles",
+            "2",
+            "--chars",
+            "XY",
+            "--pairing",
+            "every-style",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     assert "wrote 4 images in 2 styles" in ok.output
     bad = runner.invoke(app, ["generate", "--model", model_path, "--out", str(tmp_path / "h"), "--text", "hello"])

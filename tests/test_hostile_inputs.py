@@ -15,14 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_letters, write_kaggle_csv
 from PIL import Image
 from typer.testing import CliRunner
 
 from handvae.cli import app
 from handvae.data.kaggle_csv import plan_csv, read_chunk
 from handvae.errors import DataError
-from handvae.data.records import mix64
+from handvae.rng import mix64
+
+from conftest import make_letters, write_kaggle_csv
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +36,11 @@ def read_all(path, chunk_bytes=None):
 
 def fingerprint(folder: Path) -> dict:
     """Every file under `folder` with its content's hash: the user's files, all still there."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def assert_user_error(result, *named: str):
@@ -80,7 +85,9 @@ def test_a_header_of_column_names_is_a_header(tmp_path):
 
 @pytest.mark.usefixtures("ray_local")
 @pytest.mark.parametrize("line", [1, 7])
-@pytest.mark.parametrize("field,value,said", [(5, "12.0", "pixel 4 is '12.0', not an integer"), (0, "A", "label is 'A', not an integer")])
+@pytest.mark.parametrize(
+    "field,value,said", [(5, "12.0", "pixel 4 is '12.0', not an integer"), (0, "A", "label is 'A', not an integer")]
+)
 def test_a_bad_first_line_is_the_same_error_as_on_line_7(tmp_path, line, field, value, said):
     images, labels = make_letters(10)
     path = edit_line(write_kaggle_csv(tmp_path / "az.csv", images, labels), line, field, value)
@@ -98,7 +105,9 @@ def test_a_file_with_only_a_header_line_is_refused_by_name(tmp_path):
     assert len(path.read_text().split(",")) == 785
 
 
-@pytest.mark.parametrize("suffix,compress", [(".csv.gz", gzip.compress), (".csv.bz2", bz2.compress), (".csv", gzip.compress)])
+@pytest.mark.parametrize(
+    "suffix,compress", [(".csv.gz", gzip.compress), (".csv.bz2", bz2.compress), (".csv", gzip.compress)]
+)
 def test_compressed_csvs_are_read_whole(tmp_path, suffix, compress):
     """By magic bytes, so a gzip file named .csv is read too; one range for the whole file."""
     images, labels = make_letters(40)
@@ -154,10 +163,16 @@ def test_an_unreadable_csv_is_named_before_ray_starts(tmp_path):
         pytest.skip("running as root without setpriv: no way to deny a read")
     result = subprocess.run(
         [*without_override, sys.executable, "-m", "handvae.cli", "data", "--letters-csv", str(path)],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith(f"error: {path}: cannot read the letters CSV") and len(result.stderr.strip().splitlines()) == 1
+    assert (
+        result.stderr.startswith(f"error: {path}: cannot read the letters CSV")
+        and len(result.stderr.strip().splitlines()) == 1
+    )
     assert "ermission denied" in result.stderr
     path.chmod(0o644)
     assert len(path.read_text().splitlines()) == 3
@@ -172,9 +187,15 @@ def test_an_unreadable_mnist_file_is_named(tmp_path):
     without_override = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
     if without_override and not shutil.which("setpriv"):
         pytest.skip("running as root without setpriv: no way to deny a read")
-    read = f"from handvae.data.mnist_idx import read_mnist_split; read_mnist_split({str(tmp_path / 'mnist')!r}, 'train')"
+    read = (
+        f"from handvae.data.mnist_idx import read_mnist_split; read_mnist_split({str(tmp_path / 'mnist')!r}, 'train')"
+    )
     result = subprocess.run(
-        [*without_override, sys.executable, "-c", read], capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)}
+        [*without_override, sys.executable, "-c", read],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert f"DataError: {path}: cannot read the MNIST" in result.stderr and "ermission denied" in result.stderr
     path.chmod(0o644)
@@ -211,7 +232,9 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -225,8 +248,8 @@ def letter_l(path: Path, ink: int = 0, paper: int = 255) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from handvae.checkpoint import save_model
-    from handvae.model import VAE, VAEConfig
+    from handvae.formats.model_file import save_model
+    from handvae.model.vae import VAE, VAEConfig
 
     path = tmp_path_factory.mktemp("model") / "model.pt"
     save_model(path, VAE(VAEConfig(num_filters=8, num_latent=4)))
@@ -247,7 +270,9 @@ def test_an_image_too_large_is_named_with_the_limit(tmp_path, tiny_model, side):
     before = fingerprint(tmp_path)
     result = generate_with_styles(tiny_model, tmp_path / "out", letter_l(tmp_path / "l.png"), big)
     assert_user_error(result, f"{big}: image too large", f"{Image.MAX_IMAGE_PIXELS:,} pixels")
-    assert fingerprint(tmp_path) == {**before, "l.png": fingerprint(tmp_path)["l.png"]} and not (tmp_path / "out").exists()
+    assert (
+        fingerprint(tmp_path) == {**before, "l.png": fingerprint(tmp_path)["l.png"]} and not (tmp_path / "out").exists()
+    )
 
 
 @pytest.mark.usefixtures("ray_local")
@@ -260,7 +285,9 @@ def test_duplicate_style_images_are_named_both_before_generating(tmp_path, tiny_
     assert_user_error(result, f"{first} and {first}: the same file given as two style images")
     result = generate_with_styles(tiny_model, tmp_path / "out", first, letter_l(tmp_path / "b.png", ink=40), copy)
     assert_user_error(result, f"{first} and {copy}: two files of identical content")
-    assert {k: v for k, v in fingerprint(tmp_path).items() if k != "b.png"} == before and not (tmp_path / "out").exists()
+    assert {k: v for k, v in fingerprint(tmp_path).items() if k != "b.png"} == before and not (
+        tmp_path / "out"
+    ).exists()
 
 
 @pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
@@ -284,10 +311,15 @@ def test_16_bit_scans_are_scaled_not_clipped(tmp_path, mode):
 @pytest.mark.parametrize("command", ["train", "evaluate", "generate"])
 def test_more_workers_than_the_machine_holds_are_refused_before_ray_starts(tmp_path, tiny_model, command, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    args = {"train": ["--storage-path", str(tmp_path), "--run-name", "r"], "evaluate": ["--model", tiny_model, "--out", str(tmp_path / "o")]}
+    args = {
+        "train": ["--storage-path", str(tmp_path), "--run-name", "r"],
+        "evaluate": ["--model", tiny_model, "--out", str(tmp_path / "o")],
+    }
     args["generate"] = args["evaluate"]
     result = CliRunner().invoke(app, [command, *args[command], "--num-workers", "50"])
-    assert_user_error(result, f"--num-workers 50: this machine has {os.cpu_count()} CPU core(s), so at most {os.cpu_count()} workers")
+    assert_user_error(
+        result, f"--num-workers 50: this machine has {os.cpu_count()} CPU core(s), so at most {os.cpu_count()} workers"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -298,9 +330,9 @@ def write_checkpoint(run_dir: Path, epoch: int, config=None) -> Path:
     """A checkpoint folder as training writes it (without Ray: the state file is all there is)."""
     import torch
 
-    from handvae.checkpoint import TrainingState
-    from handvae.config import TrainConfig
-    from handvae.model import VAE, VAEConfig
+    from handvae.formats.checkpoints import TrainingState
+    from handvae.model.vae import VAE, VAEConfig
+    from handvae.train.config import TrainConfig
 
     config = config or TrainConfig(epochs=3, batch_size=16, num_workers=1, model=VAEConfig(num_filters=8, num_latent=4))
     torch.manual_seed(epoch)
@@ -309,12 +341,14 @@ def write_checkpoint(run_dir: Path, epoch: int, config=None) -> Path:
     history = [{"epoch": e, "cat_loss": 1.0 / e} for e in range(1, epoch + 1)]
     folder = run_dir / f"checkpoint_2026-01-01_00-00-0{epoch}.000000"
     folder.mkdir(parents=True)
-    TrainingState(model.state_dict(), optimizer.state_dict(), epoch, history, config.to_dict(), config.seed).save(str(folder))
+    TrainingState(model.state_dict(), optimizer.state_dict(), epoch, history, config.to_dict(), config.seed).save(
+        str(folder)
+    )
     return folder
 
 
 def test_a_damaged_latest_checkpoint_is_named_and_the_one_before_used(tmp_path):
-    from handvae.checkpoint import RunCheckpoints
+    from handvae.formats.checkpoints import RunCheckpoints
 
     write_checkpoint(tmp_path, 1)
     second = write_checkpoint(tmp_path, 2)
@@ -339,31 +373,42 @@ def test_a_damaged_latest_checkpoint_is_named_and_the_one_before_used(tmp_path):
 def test_a_ray_snapshot_naming_a_deleted_checkpoint_is_set_aside(tmp_path):
     import json
 
-    from handvae.checkpoint import RAY_SNAPSHOT, RunCheckpoints
+    from handvae.formats.checkpoints import RunCheckpoints
+    from handvae.runtime import RAY_TRAIN_SNAPSHOT as RAY_SNAPSHOT
+    from handvae.runtime import set_aside_stale_train_snapshot
 
     kept = write_checkpoint(tmp_path, 1)
     snapshot = {"checkpoint_results": [{"checkpoint_dir_name": kept.name}, {"checkpoint_dir_name": "checkpoint_gone"}]}
     (tmp_path / RAY_SNAPSHOT).write_text(json.dumps(snapshot))
     warnings_seen = []
     checkpoints = RunCheckpoints(str(tmp_path), warn=warnings_seen.append)
-    checkpoints.set_aside_stale_ray_snapshot()
-    assert not (tmp_path / RAY_SNAPSHOT).exists() and json.loads((tmp_path / f"{RAY_SNAPSHOT}.stale").read_text()) == snapshot
+    set_aside_stale_train_snapshot(str(tmp_path), checkpoints.folders(), checkpoints.warn)
+    assert (
+        not (tmp_path / RAY_SNAPSHOT).exists()
+        and json.loads((tmp_path / f"{RAY_SNAPSHOT}.stale").read_text()) == snapshot
+    )
     assert "checkpoint_gone" in warnings_seen[0]
     (tmp_path / RAY_SNAPSHOT).write_text(json.dumps({"checkpoint_results": [{"checkpoint_dir_name": kept.name}]}))
-    checkpoints.set_aside_stale_ray_snapshot()  # a snapshot that matches the folders stays
+    set_aside_stale_train_snapshot(
+        str(tmp_path), checkpoints.folders(), checkpoints.warn
+    )  # a snapshot that matches the folders stays
     assert (tmp_path / RAY_SNAPSHOT).exists() and len(warnings_seen) == 1
 
 
 def test_resuming_with_another_recipe_is_a_config_error_before_ray_starts(tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from handvae.config import resolve_config
+    from handvae.train.config import resolve_config
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     write_checkpoint(tmp_path / "r", 1, config=replace(resolve_config(), batch_size=16, num_workers=1))
     before = fingerprint(tmp_path)
-    result = CliRunner().invoke(app, ["train", "--storage-path", str(tmp_path), "--run-name", "r", "--batch-size", "32", "--num-workers", "1"])
-    assert_user_error(result, f"{tmp_path / 'r'} holds a run with a different recipe (batch_size differ from", "--run-name")
+    result = CliRunner().invoke(
+        app, ["train", "--storage-path", str(tmp_path), "--run-name", "r", "--batch-size", "32", "--num-workers", "1"]
+    )
+    assert_user_error(
+        result, f"{tmp_path / 'r'} holds a run with a different recipe (batch_size differ from", "--run-name"
+    )
     assert fingerprint(tmp_path) == before
 
 
@@ -373,7 +418,9 @@ def test_a_run_folder_that_never_trained_does_not_block_another_recipe(tmp_path,
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "config.json").write_text('{"train": {"batch_size": 7, "epochs": 1}, "data": {}}')
-    result = CliRunner().invoke(app, ["train", "--storage-path", str(tmp_path), "--run-name", "r", "--batch-size", "32", "--num-workers", "50"])
+    result = CliRunner().invoke(
+        app, ["train", "--storage-path", str(tmp_path), "--run-name", "r", "--batch-size", "32", "--num-workers", "50"]
+    )
     assert_user_error(result, "--num-workers 50")
     assert "different recipe" not in result.stderr
 
@@ -384,16 +431,18 @@ def test_training_resumes_past_a_damaged_and_past_a_deleted_checkpoint(tmp_path,
     deleted one (which Ray's own snapshot still lists) does not stop the run either."""
     from dataclasses import replace
 
-    from handvae.config import TrainConfig
-    from handvae.data.datasets import DataSources
-    from handvae.model import VAEConfig
-    from handvae.train import run_training
+    from handvae.data.sources import DataSources
+    from handvae.model.vae import VAEConfig
+    from handvae.train.config import TrainConfig
+    from handvae.train.driver import run_training
 
     images, labels = make_letters(64, learnable=True)
     csv = write_kaggle_csv(tmp_path / "az.csv", images, labels)
     data = fingerprint(tmp_path)
     sources, storage, run = DataSources(letters_csv=str(csv)), str(tmp_path / "runs"), tmp_path / "runs" / "r"
-    config = TrainConfig(epochs=2, batch_size=16, num_workers=1, report=False, model=VAEConfig(num_filters=8, num_latent=4))
+    config = TrainConfig(
+        epochs=2, batch_size=16, num_workers=1, report=False, model=VAEConfig(num_filters=8, num_latent=4)
+    )
     trained = run_training(config, sources, "r", storage)
     first, second = sorted(run.glob("checkpoint_*/"))
     (second / "train_state.pt").write_bytes(b"half a file")
@@ -427,12 +476,29 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     data = fingerprint(tmp_path)
     storage = tmp_path / "runs"
     command = [
-        sys.executable, "-m", "handvae.cli", "train", "--letters-csv", str(csv), "--epochs", "1000", "--batch-size", "16",
-        "--num-workers", "1", "--no-report", "--run-name", "r", "--storage-path", str(storage),
+        sys.executable,
+        "-m",
+        "handvae.cli",
+        "train",
+        "--letters-csv",
+        str(csv),
+        "--epochs",
+        "1000",
+        "--batch-size",
+        "16",
+        "--num-workers",
+        "1",
+        "--no-report",
+        "--run-name",
+        "r",
+        "--storage-path",
+        str(storage),
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env
+    )
     try:
         for line in process.stdout:
             if "epoch 1/1000" in line:
@@ -447,7 +513,10 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     assert stderr.strip().splitlines() == [
         f"interrupted: to resume after the latest checkpoint, run the same command with --run-name r --storage-path {storage}"
     ]
-    assert fingerprint(tmp_path / "runs" / "r") and {k: v for k, v in fingerprint(tmp_path).items() if not k.startswith("runs")} == data
+    assert (
+        fingerprint(tmp_path / "runs" / "r")
+        and {k: v for k, v in fingerprint(tmp_path).items() if not k.startswith("runs")} == data
+    )
 
 
 @pytest.mark.usefixtures("ray_local")
@@ -483,7 +552,11 @@ def test_model_actors_load_the_model_file_themselves(tmp_path, tiny_model, monke
     shutil.copy(tiny_model, tmp_path / "model.pt")
     csv = write_kaggle_csv(tmp_path / "az.csv", *make_letters(20))
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["evaluate", "--model", "model.pt", "--letters-csv", "az.csv", "--out", "report", "--num-workers", "1"])
+    result = CliRunner().invoke(
+        app, ["evaluate", "--model", "model.pt", "--letters-csv", "az.csv", "--out", "report", "--num-workers", "1"]
+    )
     assert result.exit_code == 0, result.output
     _, rows = read_all(csv)
-    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["images"] == (rows["split"] == "test").sum() > 0
+    assert (
+        json.loads((tmp_path / "report" / "metrics.json").read_text())["images"] == (rows["split"] == "test").sum() > 0
+    )

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from handvae.errors import DataError
 from handvae.data.images import encode_pngs, load_style_image
+from handvae.errors import DataError
 
 
 def handwritten_l(path, ink=0, paper=255, mode="L", size=(90, 140)):

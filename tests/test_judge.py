@@ -4,11 +4,17 @@ import pytest
 import torch
 
 from handvae.errors import ModelFileError
-from handvae.config import Drawing
-from handvae.judge import (
-    Judge, JudgeTraining, assess_generation, judge_inputs, load_judge, mean_pairwise_distance, save_judge, train_judge,
+from handvae.formats.model_file import load_judge, save_judge
+from handvae.model.drawing import Drawing
+from handvae.model.judge import (
+    Judge,
+    JudgeTraining,
+    assess_generation,
+    judge_inputs,
+    mean_pairwise_distance,
+    train_judge,
 )
-from handvae.model import VAE, VAEConfig
+from handvae.model.vae import VAE, VAEConfig
 
 
 def test_inputs_are_scaled_to_a_peak_of_one():
@@ -48,7 +54,10 @@ def test_assessment_compares_generated_with_real_per_character():
 
     torch.manual_seed(0)
     model = VAE(VAEConfig(num_filters=4, num_latent=3)).eval()
-    real = {3: torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8), 7: torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8)}
+    real = {
+        3: torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8),
+        7: torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8),
+    }
     figures = assess_generation(model, Always3(), real, {3: 1.0, 7: 0.5}, styles_per_class=2, seed=0, drawing=Drawing())
     assert figures["styles"] == 4 and figures["generated_images"] == 4 * 36
     assert figures["generated_accuracy"]["3"] == 1.0 and figures["generated_accuracy"]["7"] == 0.0

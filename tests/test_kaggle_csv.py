@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
-from conftest import make_letters, write_kaggle_csv
 
-from handvae.errors import DataError
 from handvae.data.kaggle_csv import plan_csv, read_chunk
+from handvae.errors import DataError
+
+from conftest import make_letters, write_kaggle_csv
 
 
 def read_all(path, chunk_bytes=None, seed=0):
@@ -74,7 +75,7 @@ def bad_csv(tmp_path, edit):
         (lambda line: line.rsplit(",", 1)[0], "line 4: 784 fields"),
         (lambda line: line + ",0", "line 4: 786 fields"),
         (lambda line: line.replace(",0", ",x", 1) if ",0" in line else "x" + line[1:], "line 4: .* not an integer"),
-        (lambda line: "26" + line[line.index(","):], "line 4: label 26 is outside 0-25"),
+        (lambda line: "26" + line[line.index(",") :], "line 4: label 26 is outside 0-25"),
         (lambda line: line[: line.rindex(",")] + ",256", "line 4: pixel 783 is 256, outside 0-255"),
         (lambda line: line[: line.rindex(",")] + ",-1", "line 4: pixel 783 is -1, outside 0-255"),
         (lambda line: line[: line.rindex(",")] + ",", "line 4: pixel 783 is '', not an integer"),

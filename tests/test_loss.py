@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from handvae.loss import LossTerms, LossWeights, kl_divergence, loss_terms, total_loss
-from handvae.model import ModelOutput
+from handvae.model.loss import LossTerms, LossWeights, kl_divergence, loss_terms, total_loss
+from handvae.model.vae import ModelOutput
 
 
 def test_kl_by_hand():
@@ -14,7 +14,11 @@ def test_kl_by_hand():
     by_hand = [-0.5 * ((1 + 0 - 1 - 1) + (1 + math.log(2.0) - 0 - 2)), -0.5 * ((1 + 0 - 0 - 1) + (1 + 0 - 4 - 1))]
     assert kl_divergence(mean, log_var).tolist() == pytest.approx(by_hand)
     assert kl_divergence(torch.zeros(4, 3), torch.zeros(4, 3)).tolist() == [0.0] * 4
-    batch = loss_terms(torch.zeros(2, 1, 1, 1), torch.tensor([0, 1]), ModelOutput(torch.zeros(2, 1, 1, 1), mean, log_var, torch.zeros(2, 2)))
+    batch = loss_terms(
+        torch.zeros(2, 1, 1, 1),
+        torch.tensor([0, 1]),
+        ModelOutput(torch.zeros(2, 1, 1, 1), mean, log_var, torch.zeros(2, 2)),
+    )
     assert batch.kl.item() == pytest.approx(sum(by_hand) / 2)  # the seed's: sum over the batch / batch size
 
 
@@ -30,7 +34,19 @@ def test_terms_by_hand():
     assert terms.kl.item() == 0.0
     assert terms.detail_recon.item() == terms.detail_kl.item() == 0.0  # no detail code
     # The detail decoder's terms are the same sums over its own reconstruction and posterior.
-    detail = loss_terms(x, y, ModelOutput(recon_logits, torch.zeros(1, 2), torch.zeros(1, 2), y_logits, recon_logits * 0, torch.ones(1, 3), torch.zeros(1, 3)))
+    detail = loss_terms(
+        x,
+        y,
+        ModelOutput(
+            recon_logits,
+            torch.zeros(1, 2),
+            torch.zeros(1, 2),
+            y_logits,
+            recon_logits * 0,
+            torch.ones(1, 3),
+            torch.zeros(1, 3),
+        ),
+    )
     assert detail.detail_recon.item() == pytest.approx(math.log(2.0))
     assert detail.detail_kl.item() == pytest.approx(1.5)
 
@@ -51,7 +67,13 @@ def test_per_image_terms_average_to_the_batch_terms():
 
 
 def test_total_uses_the_seed_schedule():
-    terms = LossTerms(cat=torch.tensor(2.0), recon=torch.tensor(0.5), kl=torch.tensor(100.0), detail_recon=torch.tensor(0.0), detail_kl=torch.tensor(0.0))
+    terms = LossTerms(
+        cat=torch.tensor(2.0),
+        recon=torch.tensor(0.5),
+        kl=torch.tensor(100.0),
+        detail_recon=torch.tensor(0.0),
+        detail_kl=torch.tensor(0.0),
+    )
     assert total_loss(terms, LossWeights(), epoch=1).item() == pytest.approx(0.1 * 2 + 0.5 + 1 * 0.001 * 100)
     assert total_loss(terms, LossWeights(), epoch=10).item() == pytest.approx(0.2 + 0.5 + 10 * 0.001 * 100)
     assert total_loss(terms, LossWeights(cat_weight=1.0, kl_step=0.0), epoch=3).item() == pytest.approx(2.5)

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from handvae.engine import predict
-from handvae.metrics import EvaluationMetrics
-from handvae.model import VAE, VAEConfig
+from handvae.evaluate.metrics import EvaluationMetrics
+from handvae.model.steps import predict
+from handvae.model.vae import VAE, VAEConfig
 
 
 def fixed_model() -> VAE:
@@ -40,14 +40,18 @@ def test_figures_by_hand():
     metrics = EvaluationMetrics(image_side=2)
     # Two batches, as from two workers: 5 images of classes 0, 1 and 2.
     metrics.update(
-        torch.tensor([0, 0, 1]), torch.tensor([0, 1, 1]),
+        torch.tensor([0, 0, 1]),
+        torch.tensor([0, 1, 1]),
         torch.tensor([[[1, 1], [1, 1]], [[1, 0], [0, 0]], [[1, 1], [0, 0]]], dtype=torch.bool),
-        torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]), ["a.csv", "a.csv", "b"],
+        torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]),
+        ["a.csv", "a.csv", "b"],
     )
     metrics.update(
-        torch.tensor([2, 2]), torch.tensor([2, 0]),
+        torch.tensor([2, 2]),
+        torch.tensor([2, 0]),
         torch.tensor([[[1, 1], [1, 0]], [[0, 0], [0, 0]]], dtype=torch.bool),
-        torch.tensor([[6.0, 2.0, 8.0], [6.0, 2.0, 8.0]]), ["b", "b"],
+        torch.tensor([[6.0, 2.0, 8.0], [6.0, 2.0, 8.0]]),
+        ["b", "b"],
     )
     figures = metrics.compute()
     assert figures["images"] == 5

@@ -4,10 +4,11 @@ import gzip
 
 import numpy as np
 import pytest
-from conftest import make_mnist_root, write_idx
 
-from handvae.errors import DataError
 from handvae.data.mnist_idx import read_mnist_split
+from handvae.errors import DataError
+
+from conftest import make_mnist_root, write_idx
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -20,11 +21,13 @@ def test_reads_images_labels_and_provenance(tmp_path, gz):
         np.testing.assert_array_equal(batch["label"], labels)
         np.testing.assert_array_equal(batch["row"], np.arange(len(labels)))
         assert set(batch["split"]) == {split}
-        assert batch["source"][0].endswith(("idx3-ubyte.gz" if gz else "idx3-ubyte"))
+        assert batch["source"][0].endswith("idx3-ubyte.gz" if gz else "idx3-ubyte")
 
 
 def test_missing_files_say_where_they_were_expected(tmp_path):
-    with pytest.raises(DataError, match=r"MNIST images not found: expected .*MNIST/raw/train-images-idx3-ubyte.*--download"):
+    with pytest.raises(
+        DataError, match=r"MNIST images not found: expected .*MNIST/raw/train-images-idx3-ubyte.*--download"
+    ):
         read_mnist_split(str(tmp_path), "train")
 
 

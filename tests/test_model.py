@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from handvae.model import VAE, VAEConfig, one_hot_logits
+from handvae.model.vae import VAE, VAEConfig, one_hot_logits
 
 
 def test_shapes_follow_the_seed_architecture():
@@ -64,7 +64,15 @@ def test_the_detail_decoder_reads_z_and_d_but_does_not_train_z():
 
 
 @pytest.mark.parametrize(
-    "field,value", [("input_size", 30), ("num_filters", 0), ("num_latent", -1), ("num_classes", 2.5), ("input_size", True), ("detail_latent", -1)]
+    "field,value",
+    [
+        ("input_size", 30),
+        ("num_filters", 0),
+        ("num_latent", -1),
+        ("num_classes", 2.5),
+        ("input_size", True),
+        ("detail_latent", -1),
+    ],
 )
 def test_config_rejects_bad_sizes(field, value):
     with pytest.raises(ValueError, match=field):
@@ -86,4 +94,6 @@ def test_decoder_labels_replace_the_prediction_image_by_image():
     for i, label in ((0, 5), (2, 20)):
         assert torch.allclose(forced[i], model.decode(z_mean[i : i + 1], one_hot_logits(torch.tensor([label]), 36))[0])
         assert not torch.allclose(forced[i], free[i])
-    assert torch.allclose(torch.softmax(one_hot_logits(torch.tensor([2]), 4), dim=1), torch.tensor([[0.0, 0.0, 1.0, 0.0]]))
+    assert torch.allclose(
+        torch.softmax(one_hot_logits(torch.tensor([2]), 4), dim=1), torch.tensor([[0.0, 0.0, 1.0, 0.0]])
+    )

@@ -1,4 +1,4 @@
-"""The output policy (handvae.outputs) with real runs: a run killed midway and a second run started
+"""The output policy (handvae.formats.outputs) with real runs: a run killed midway and a second run started
 while one writes, locally and on an S3 server (moto's, started by the fixture); evaluation reports
 to a URI; and the cases where a command used to delete the user's files (issue 15), each refused
 with exit status 2, a message naming the path, and every file still there."""
@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import make_mnist_root, save_tiny_model
 from typer.testing import CliRunner
 
 from handvae import storage
 from handvae.cli import app
-from handvae.data.datasets import DataSources
-from handvae.generate import GenerateOptions, run_generation
+from handvae.data.sources import DataSources
+from handvae.generate.driver import GenerateOptions, run_generation
+
+from conftest import make_mnist_root, save_tiny_model
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +40,9 @@ def start_generate(model_path: str, out: str, *flags: str) -> subprocess.Popen:
     """`handvae generate` in a process group of its own (its embedded Ray with it)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "handvae.cli", "generate", "--model", model_path, "--out", out, *flags]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 def wait_for(condition, what: str, process: subprocess.Popen, timeout: float = 180.0):
@@ -91,16 +94,26 @@ def test_a_second_run_is_refused_while_one_writes_and_a_killed_run_is_never_read
     writing = start_generate(model_path, out, *LONG)
 
     def written() -> dict[str, int]:
-        return {run: sum(name.endswith(".parquet") for name in files) for run, files in runs_under(out).items() if run != first["run"]}
+        return {
+            run: sum(name.endswith(".parquet") for name in files)
+            for run, files in runs_under(out).items()
+            if run != first["run"]
+        }
 
-    run = wait_for(lambda: next((run for run, count in written().items() if count), None), "the run wrote a file", writing)
+    run = wait_for(
+        lambda: next((run for run, count in written().items() if count), None), "the run wrote a file", writing
+    )
     os.kill(writing.pid, signal.SIGSTOP)  # mid-run (after Ray's start, which a stopped driver would miss)
     try:
         second = CliRunner().invoke(app, ["generate", "--model", model_path, "--out", out, *QUICK])
         files_then = written()[run]
     finally:
         os.kill(writing.pid, signal.SIGCONT)
-    assert second.exit_code == 2 and f"error: {out}: another handvae run is writing this output (run {run}, process {writing.pid}" in second.output
+    assert (
+        second.exit_code == 2
+        and f"error: {out}: another handvae run is writing this output (run {run}, process {writing.pid}"
+        in second.output
+    )
     # The refused run deleted nothing: the first one goes on writing its files.
     wait_for(lambda: written()[run] > files_then, "the first run wrote another file", writing)
     kill(writing)
@@ -111,7 +124,9 @@ def test_a_second_run_is_refused_while_one_writes_and_a_killed_run_is_never_read
     assert f"data/{run}/" not in Path(out, "README.md").read_text()
 
     again = run_generation(model_path, DataSources(), out, QUICK_OPTIONS)
-    assert runs_under(out) == {again["run"]: ["_handvae_run.json", "train-00000.parquet"]}  # the killed run's and the first run's files are gone
+    assert runs_under(out) == {
+        again["run"]: ["_handvae_run.json", "train-00000.parquet"]
+    }  # the killed run's and the first run's files are gone
     assert sorted(os.listdir(out)) == ["README.md", "_SUCCESS", "data", "manifest.json", "sheet.png"]  # no lock left
     assert documented_read(out).equals(documented_read(quick_local[0]))
 
@@ -119,9 +134,15 @@ def test_a_second_run_is_refused_while_one_writes_and_a_killed_run_is_never_read
 def test_on_s3_a_killed_run_then_a_rerun_leave_one_complete_output(model_path, quick_local, s3_bucket):
     out = f"{s3_bucket}/generated/quick"
     killed = start_generate(model_path, out, *LONG)
-    wait_for(lambda: any(name.endswith(".parquet") for files in runs_under(out).values() for name in files), "a file on S3", killed)
+    wait_for(
+        lambda: any(name.endswith(".parquet") for files in runs_under(out).values() for name in files),
+        "a file on S3",
+        killed,
+    )
     kill(killed)
-    assert not storage.is_file(f"{out}/_SUCCESS") and storage.is_file(f"{out}/.handvae.lock")  # nothing complete; its lock left
+    assert not storage.is_file(f"{out}/_SUCCESS") and storage.is_file(
+        f"{out}/.handvae.lock"
+    )  # nothing complete; its lock left
 
     run_generation(model_path, DataSources(), out, QUICK_OPTIONS)  # takes over the lock of a dead process
     manifest = json.loads(storage.read_bytes(f"{out}/manifest.json"))
@@ -138,7 +159,20 @@ def test_evaluation_reports_go_to_s3_and_replace_only_their_own(model_path, s3_b
     make_mnist_root(tmp_path / "mnist", train=2, test=12)
     runner = CliRunner()
     for _ in range(2):  # written, then replaced
-        result = runner.invoke(app, ["evaluate", "--model", model_path, "--out", out, "--num-workers", "1", "--mnist-dir", str(tmp_path / "mnist")])
+        result = runner.invoke(
+            app,
+            [
+                "evaluate",
+                "--model",
+                model_path,
+                "--out",
+                out,
+                "--num-workers",
+                "1",
+                "--mnist-dir",
+                str(tmp_path / "mnist"),
+            ],
+        )
         assert result.exit_code == 0, result.output
         assert f"report: {out}/report.md" in result.output
     files, _ = storage.list_tree(out)

@@ -5,18 +5,20 @@ import json
 
 import pytest
 import torch
-from conftest import make_letters, make_mnist_root, write_kaggle_csv
 from typer.testing import CliRunner
 
-from handvae.cas import TRAINING_SETS, summarize
-from handvae.checkpoint import save_model
 from handvae.cli import app
-from handvae.data.datasets import DataSources, read_split, to_tensors
-from handvae.generate import GenerateOptions, run_generation
-from handvae.judge import JudgeTraining
+from handvae.data.sources import DataSources, read_split, to_tensors
+from handvae.formats.model_file import save_model
+from handvae.generate.driver import GenerateOptions, run_generation
 from handvae.labels import CHARSET
-from handvae.model import VAE, VAEConfig
-from handvae.score import _markdown, run_scoring
+from handvae.model.judge import JudgeTraining
+from handvae.model.vae import VAE, VAEConfig
+from handvae.score.cas import TRAINING_SETS, summarize
+from handvae.score.driver import run_scoring
+from handvae.score.reports import markdown
+
+from conftest import make_letters, make_mnist_root, write_kaggle_csv
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 SMALL_BUDGET = JudgeTraining(epochs=1, images_per_epoch=256, batch_size=64)
@@ -27,7 +29,9 @@ def real(tmp_path_factory):
     root = tmp_path_factory.mktemp("real")
     images, labels = make_letters(104, learnable=True)
     make_mnist_root(root / "mnist", train=20, test=10)
-    return DataSources(letters_csv=str(write_kaggle_csv(root / "az.csv", images, labels)), mnist_dir=str(root / "mnist"))
+    return DataSources(
+        letters_csv=str(write_kaggle_csv(root / "az.csv", images, labels)), mnist_dir=str(root / "mnist")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +40,9 @@ def generated(real, tmp_path_factory):
     model = tmp_path_factory.mktemp("model") / "model.pt"
     save_model(model, VAE(VAEConfig(num_filters=4, num_latent=3)))
     out = tmp_path_factory.mktemp("gen") / "set"
-    run_generation(str(model), real, str(out), GenerateOptions(split="train", num_styles=3, num_workers=1))  # own-class: 3 of each
+    run_generation(
+        str(model), real, str(out), GenerateOptions(split="train", num_styles=3, num_workers=1)
+    )  # own-class: 3 of each
     return str(out)
 
 
@@ -56,24 +62,36 @@ def test_a_generated_set_is_scored_into_a_report_folder(real, generated, tmp_pat
     assert report["augmentation_gain"] == pytest.approx(sum(s["augmentation_gain"] for s in report["by_seed"]) / 2)
     written = json.loads((tmp_path / "cas" / "metrics.json").read_text())
     assert written["cas"] == report["cas"] and (tmp_path / "cas" / "cas.png").stat().st_size > 0
-    assert "CAS / real" in (tmp_path / "cas" / "report.md").read_text() and "| seed 1 |" in (tmp_path / "cas" / "report.md").read_text()
+    assert (
+        "CAS / real" in (tmp_path / "cas" / "report.md").read_text()
+        and "| seed 1 |" in (tmp_path / "cas" / "report.md").read_text()
+    )
     assert json.loads((tmp_path / "cas" / "manifest.json").read_text())["format"] == "handvae.score"
 
 
 def test_bad_inputs_are_named(real, generated, tmp_path):
     runner = CliRunner()
-    missing = runner.invoke(app, ["score", "--dataset", str(tmp_path / "nothing"), "--out", str(tmp_path / "r"), "--mnist-dir", real.mnist_dir])
+    missing = runner.invoke(
+        app,
+        ["score", "--dataset", str(tmp_path / "nothing"), "--out", str(tmp_path / "r"), "--mnist-dir", real.mnist_dir],
+    )
     assert missing.exit_code == 2 and "nothing" in missing.output
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    taken = runner.invoke(app, ["score", "--dataset", generated, "--out", str(tmp_path / "mine"), "--mnist-dir", real.mnist_dir])
-    assert taken.exit_code == 2 and "mine" in taken.output and (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    taken = runner.invoke(
+        app, ["score", "--dataset", generated, "--out", str(tmp_path / "mine"), "--mnist-dir", real.mnist_dir]
+    )
+    assert (
+        taken.exit_code == 2 and "mine" in taken.output and (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    )
 
 
 def test_a_report_against_letters_alone_shows_no_digit_figures():
     letters = {c: 0.5 for c in CHARSET[10:]}  # real data without MNIST: no digit test images
     report = {"dataset": "set", "images": {"generated": 36, "real_train": 26, "real_test": 26}}
     report.update(summarize({name: [letters, letters] for name in TRAINING_SETS}, seeds=(0, 1), training=SMALL_BUDGET))
-    text = _markdown(report)
+    text = markdown(report)
     assert "| augmentation gain, digits | none | none | none |" in text
-    assert "| augmentation gain, letters | +0.00 | +0.00 | +0.00 |" in text and "| real | 50.00% | none | 50.00% |" in text
+    assert (
+        "| augmentation gain, letters | +0.00 | +0.00 | +0.00 |" in text and "| real | 50.00% | none | 50.00% |" in text
+    )

@@ -12,18 +12,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import assert_same_weights, make_letters, write_kaggle_csv
 from typer.testing import CliRunner
 
-from handvae.checkpoint import load_model_and_metadata
 from handvae.cli import app
-from handvae.config import TrainConfig
 from handvae.data import folders
-from handvae.data.datasets import DataSources, prepare
 from handvae.data.images import encode_pngs
+from handvae.data.prepare import prepare
+from handvae.data.sources import DataSources
 from handvae.data.streaming import epoch_slices, shuffled_batches
-from handvae.model import VAEConfig
-from handvae.train import run_training
+from handvae.formats.model_file import load_model_and_metadata
+from handvae.model.vae import VAEConfig
+from handvae.train.config import TrainConfig
+from handvae.train.driver import run_training
+
+from conftest import assert_same_weights, make_letters, write_kaggle_csv
 
 ROWS = 416
 EPOCHS = 3
@@ -40,20 +42,29 @@ def write_generated(root, images, labels, files=3, row_group=50, pixels_type=Non
         flat = np.ascontiguousarray(chunk).reshape(count, -1)
         width = pixels_type.byte_width if pixels_type else 784
         flat = np.pad(flat, ((0, 0), (0, width - 784))) if width > 784 else flat
-        table = pa.table({
-            "style_id": pa.array(np.arange(start, start + count) // 36, pa.int64()),
-            "source": pa.array(["styles.csv"] * count),
-            "row": pa.array(np.arange(start, start + count) // 36, pa.int64()),
-            "sample": pa.array(np.zeros(count), pa.int16()),
-            "char": pa.array(["?"] * count),
-            label_column: pa.array(labels[start : start + count].astype(np.int16)),
-            "pixels": pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), count, [None, pa.py_buffer(flat.tobytes())]),
-            "image": pa.array([{"bytes": png, "path": None} for png in encode_pngs(chunk)], pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
-        })
+        table = pa.table(
+            {
+                "style_id": pa.array(np.arange(start, start + count) // 36, pa.int64()),
+                "source": pa.array(["styles.csv"] * count),
+                "row": pa.array(np.arange(start, start + count) // 36, pa.int64()),
+                "sample": pa.array(np.zeros(count), pa.int16()),
+                "char": pa.array(["?"] * count),
+                label_column: pa.array(labels[start : start + count].astype(np.int16)),
+                "pixels": pa.FixedSizeBinaryArray.from_buffers(
+                    pa.binary(width), count, [None, pa.py_buffer(flat.tobytes())]
+                ),
+                "image": pa.array(
+                    [{"bytes": png, "path": None} for png in encode_pngs(chunk)],
+                    pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
+                ),
+            }
+        )
         name = f"data/part-{index:05d}.parquet"
         pq.write_table(table, root / name, row_group_size=row_group)
         names.append(name)
-    (root / "manifest.json").write_text(json.dumps({"format": "handvae.generated", "files": names, "rows": len(labels)}))
+    (root / "manifest.json").write_text(
+        json.dumps({"format": "handvae.generated", "files": names, "rows": len(labels)})
+    )
     (root / "_SUCCESS").touch()
     return root
 
@@ -72,7 +83,13 @@ def generated(letters, tmp_path_factory):
 @pytest.fixture(scope="module")
 def config():
     return TrainConfig(
-        epochs=EPOCHS, batch_size=16, num_workers=2, learning_rate=3e-3, report=False, data_feed="stream", model=VAEConfig(num_filters=8, num_latent=4)
+        epochs=EPOCHS,
+        batch_size=16,
+        num_workers=2,
+        learning_rate=3e-3,
+        report=False,
+        data_feed="stream",
+        model=VAEConfig(num_filters=8, num_latent=4),
     )
 
 
@@ -89,7 +106,10 @@ def test_each_epoch_gives_every_rank_an_equal_disjoint_share_of_every_row(world)
     unit_rows = [37, 5, 50, 0, 50, 12, 1]
     total = sum(unit_rows)
     for epoch in (1, 2):
-        shares = [[(u, r) for u, lo, hi in epoch_slices(unit_rows, world, rank, seed=7, epoch=epoch) for r in range(lo, hi)] for rank in range(world)]
+        shares = [
+            [(u, r) for u, lo, hi in epoch_slices(unit_rows, world, rank, seed=7, epoch=epoch) for r in range(lo, hi)]
+            for rank in range(world)
+        ]
         assert len({len(share) for share in shares}) == 1  # the same rows, so the same steps, on every rank
         used = [row for share in shares for row in share]
         assert len(used) == len(set(used)) and total - len(used) == total % world < world
@@ -120,10 +140,15 @@ def test_window_shuffle_depends_on_the_rows_not_on_how_they_arrive():
 
 def test_provenance_is_the_file_name_not_where_it_lives():
     rows = np.array([3, 4])
-    keys = [folders.order_keys(np.array([s, s], dtype=object), rows) for s in ("/data/az.csv", "s3://bucket/x/az.csv", "az.csv", "/elsewhere/az.csv")]
+    keys = [
+        folders.order_keys(np.array([s, s], dtype=object), rows)
+        for s in ("/data/az.csv", "s3://bucket/x/az.csv", "az.csv", "/elsewhere/az.csv")
+    ]
     assert all(np.array_equal(keys[0], k) for k in keys) and keys[0][0] != keys[0][1]
     # Inside a data set folder, the name relative to the folder: two files called part-0 stay apart.
-    assert folders.order_keys(np.array(["a/part-0.parquet"], dtype=object), rows[:1]) != folders.order_keys(np.array(["b/part-0.parquet"], dtype=object), rows[:1])
+    assert folders.order_keys(np.array(["a/part-0.parquet"], dtype=object), rows[:1]) != folders.order_keys(
+        np.array(["b/part-0.parquet"], dtype=object), rows[:1]
+    )
 
 
 def test_a_generated_folder_is_planned_by_row_group_with_a_seeded_split(generated, tmp_path):
@@ -139,7 +164,10 @@ def test_handvae_data_reads_a_generated_folder_with_its_file_names_as_sources(ra
     assert result.exit_code == 0, result.output
     plan = folders.plan_folder(str(generated))
     assert f"{ROWS:>8}  total" in result.output
-    assert f"{plan.units[0].rows[0] + plan.units[1].rows[0] + plan.units[2].rows[0]:>8}  train  data/part-00000.parquet" in result.output
+    assert (
+        f"{plan.units[0].rows[0] + plan.units[1].rows[0] + plan.units[2].rows[0]:>8}  train  data/part-00000.parquet"
+        in result.output
+    )
 
 
 def test_each_rank_streams_its_own_rows_once_per_epoch(generated):
@@ -153,8 +181,9 @@ def test_each_rank_streams_its_own_rows_once_per_epoch(generated):
     shares = [rank_rows(rank, 1) for rank in (0, 1)]
     assert len(shares[0]) == len(shares[1]) == plan.rows("train") // 2
     assert len(set(shares[0]) | set(shares[1])) == 2 * len(shares[0])  # disjoint (the images are all different)
-    assert rank_rows(0, 1) == shares[0] and rank_rows(0, 2) != shares[0]  # the same order again; another epoch, another share
-
+    assert (
+        rank_rows(0, 1) == shares[0] and rank_rows(0, 2) != shares[0]
+    )  # the same order again; another epoch, another share
 
 
 def test_read_ahead_keeps_order_raises_the_readers_error_and_stops_with_the_consumer():
@@ -190,6 +219,7 @@ def test_read_ahead_keeps_order_raises_the_readers_error_and_stops_with_the_cons
     reader.close()
     assert not any(t.name == "handvae-read-ahead" for t in threading.enumerate())
 
+
 # ---- training -------------------------------------------------------------------------------------
 
 
@@ -207,7 +237,9 @@ def test_streaming_run_learns_and_exports_the_class_latent_means_of_its_last_epo
     assert torch.equal(state["class_latent_means"], means)  # the checkpoint carries them; model.pt is exported from it
 
 
-def test_stopped_on_a_copy_of_the_folder_elsewhere_then_a_worker_fault_gives_the_same_weights(ray_local, generated, config, straight, tmp_path):
+def test_stopped_on_a_copy_of_the_folder_elsewhere_then_a_worker_fault_gives_the_same_weights(
+    ray_local, generated, config, straight, tmp_path
+):
     # Three promises in one resumed run (the suite's time is short): the folder moved elsewhere
     # gives the same splits, order and weights; a run stopped after epoch 2 resumes at epoch 3;
     # a worker failure at the end of epoch 3 is retried from the epoch-2 checkpoint.
@@ -225,10 +257,29 @@ def test_a_prepared_folder_trains_streaming(ray_local, letters, tmp_path):
     images, labels = letters
     csv = write_kaggle_csv(tmp_path / "az.csv", images, labels - 10)
     prepare(DataSources(letters_csv=str(csv)), str(tmp_path / "prepared"))
-    result = CliRunner().invoke(app, [
-        "train", "--dataset", str(tmp_path / "prepared"), "--data-feed", "stream", "--epochs", "1", "--batch-size", "16",
-        "--num-workers", "2", "--no-report", "--storage-path", str(tmp_path / "runs"), "--run-name", "prepared", "--config", str(_tiny_model(tmp_path)),
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--dataset",
+            str(tmp_path / "prepared"),
+            "--data-feed",
+            "stream",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--num-workers",
+            "2",
+            "--no-report",
+            "--storage-path",
+            str(tmp_path / "runs"),
+            "--run-name",
+            "prepared",
+            "--config",
+            str(_tiny_model(tmp_path)),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "data: streaming" in result.output
     record = json.loads((tmp_path / "runs" / "prepared" / "metrics.jsonl").read_text())
@@ -264,7 +315,19 @@ def _bad_folders(tmp_path, letters):
 def test_bad_dataset_folders_get_clear_errors_naming_the_file(ray_local, letters, tmp_path):
     runner = CliRunner()
     for name, (folder, message) in _bad_folders(tmp_path, letters).items():
-        result = runner.invoke(app, ["train", "--dataset", str(folder), "--no-report", "--storage-path", str(tmp_path / "runs"), "--run-name", name])
+        result = runner.invoke(
+            app,
+            [
+                "train",
+                "--dataset",
+                str(folder),
+                "--no-report",
+                "--storage-path",
+                str(tmp_path / "runs"),
+                "--run-name",
+                name,
+            ],
+        )
         assert result.exit_code == 2, (name, result.output)
         assert message in result.stderr and "Traceback" not in result.stderr, (name, result.stderr)
         assert not (tmp_path / "runs" / name).exists(), "a bad data set fails before the run folder is written"

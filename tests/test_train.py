@@ -6,19 +6,31 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import assert_same_weights, make_letters, write_kaggle_csv
 from typer.testing import CliRunner
 
-from handvae.checkpoint import load_model_and_metadata
 from handvae.cli import app
-from handvae.config import TrainConfig
-from handvae.data.datasets import DataSources
-from handvae.model import VAEConfig
-from handvae.train import run_training
+from handvae.data.sources import DataSources
+from handvae.evaluate.driver import run_report
+from handvae.formats.model_file import load_model_and_metadata
+from handvae.model.vae import VAEConfig
+from handvae.train.config import TrainConfig
+from handvae.train.driver import run_training
+
+from conftest import assert_same_weights, make_letters, write_kaggle_csv
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 EPOCHS = 3
-METRIC_KEYS = {"epoch", "cat_loss", "recon_loss", "kl_loss", "detail_recon_loss", "detail_kl_loss", "test_accuracy", "recon_accuracy", "images_per_second"}
+METRIC_KEYS = {
+    "epoch",
+    "cat_loss",
+    "recon_loss",
+    "kl_loss",
+    "detail_recon_loss",
+    "detail_kl_loss",
+    "test_accuracy",
+    "recon_accuracy",
+    "images_per_second",
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +42,24 @@ def sources(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def config():
-    return TrainConfig(epochs=EPOCHS, batch_size=16, num_workers=2, learning_rate=3e-3, report=False, model=VAEConfig(num_filters=8, num_latent=4, detail_latent=2))
+    return TrainConfig(
+        epochs=EPOCHS,
+        batch_size=16,
+        num_workers=2,
+        learning_rate=3e-3,
+        report=False,
+        model=VAEConfig(num_filters=8, num_latent=4, detail_latent=2),
+    )
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(sources, config, tmp_path_factory):
-    return run_training(replace(config, tensorboard=True, report=True), sources, "straight", str(tmp_path_factory.mktemp("runs")))
+    """A run with its report, chained as `handvae train` chains it."""
+    result = run_training(
+        replace(config, tensorboard=True, report=True), sources, "straight", str(tmp_path_factory.mktemp("runs"))
+    )
+    run_report(result.run_dir, sources, use_gpu=False, seed=config.seed)
+    return result
 
 
 def test_two_workers_learn_and_write_one_record_per_epoch(uninterrupted):
@@ -56,7 +80,9 @@ def test_two_workers_learn_and_write_one_record_per_epoch(uninterrupted):
     assert glob.glob(f"{uninterrupted.run_dir}/tensorboard/events.out.tfevents*")
     # The run folder carries its evaluation report; classification does not depend on z's noise.
     report = json.loads(open(f"{uninterrupted.run_dir}/report/metrics.json").read())
-    assert report["images"] == records[-1]["test_images"] and report["accuracy"] == pytest.approx(records[-1]["test_accuracy"])
+    assert report["images"] == records[-1]["test_images"] and report["accuracy"] == pytest.approx(
+        records[-1]["test_accuracy"]
+    )
     saved = json.loads(open(f"{uninterrupted.run_dir}/config.json").read())
     assert saved["train"]["epochs"] == EPOCHS and saved["data"]["letters_csv"].endswith("az.csv")
 
@@ -68,7 +94,9 @@ def test_model_file_round_trips(uninterrupted, config):
     assert model(x)[0].shape == (2, 1, 28, 28)
 
 
-def test_stopped_after_epoch_2_resumes_at_epoch_3_and_a_failed_worker_is_retried_with_the_same_weights(sources, config, uninterrupted, tmp_path, capfd):
+def test_stopped_after_epoch_2_resumes_at_epoch_3_and_a_failed_worker_is_retried_with_the_same_weights(
+    sources, config, uninterrupted, tmp_path, capfd
+):
     # Two promises in one resumed run (the suite's time is short): it starts at epoch 3, and a
     # worker that fails at the end of epoch 3 is retried from the epoch-2 checkpoint.
     storage = str(tmp_path)

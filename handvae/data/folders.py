@@ -18,7 +18,7 @@ the same folder read through a URI, has the same keys, splits and order.
 The plan (`plan_folder`) reads only the files' footers (and a `split` column where there is one),
 on the caller; `read_unit` reads one row group; `read_slices` reads a streaming training worker's
 share of an epoch, in that worker. Pure pyarrow and numpy: the Ray wiring is in
-`handvae.data.datasets`.
+`handvae.data.sources`.
 """
 
 import json
@@ -31,18 +31,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from handvae.data.records import IMAGE_PIXELS, SPLITS, letters_split, resolve_path, unpack_images
+from handvae import storage
+from handvae.data.records import SPLITS, letters_split
 from handvae.errors import DataError
+from handvae.formats.dataset_folder import IMAGE_COLUMNS, MANIFEST, PACKED_IMAGE, SUCCESS_MARKER, unpack_images
 from handvae.labels import NUM_CLASSES
 
-SUCCESS_MARKER = "_SUCCESS"
-MANIFEST = "manifest.json"
-PACKED_IMAGE = pa.binary(IMAGE_PIXELS)
-IMAGE_COLUMNS = ("pixels", "image")  # in order of preference
 READ_BATCH_ROWS = 8192
 """Rows a reader decodes at a time: 6.4 MB of images."""
 WHAT = "a folder written by `handvae prepare` or `handvae generate`"
@@ -90,22 +88,28 @@ def order_keys(sources: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def _file_name(source: str) -> str:
-    return posixpath.basename(source.replace("\\", "/")) if "://" in source or source.startswith(("/", "\\")) or ":\\" in source else source
+    return (
+        posixpath.basename(source.replace("\\", "/"))
+        if "://" in source or source.startswith(("/", "\\")) or ":\\" in source
+        else source
+    )
 
 
 def hashed_split(file: str, rows: np.ndarray, seed: int, test_fraction: float) -> np.ndarray:
-    """"train"/"test" for rows of a file of a folder without a split column."""
+    """ "train"/"test" for rows of a file of a folder without a split column."""
     return letters_split(order_keys(np.full(len(rows), file, dtype=object), rows), seed, test_fraction)
 
 
 def plan_folder(directory: str, split_seed: int = 0, test_fraction: float = 0.2) -> FolderPlan:
     """Check the folder and every file's schema; count each row group's rows per split."""
-    fs, root = resolve_path(directory)
+    fs, root = storage.resolve_input(directory)
     info = fs.get_file_info(root)
     if info.type != pafs.FileType.Directory:
         raise DataError(f"{directory}: no such folder (expected {WHAT})")
     if fs.get_file_info(f"{root}/{SUCCESS_MARKER}").type != pafs.FileType.File:
-        raise DataError(f"{directory}: no {SUCCESS_MARKER} marker, so not a complete data set (expected {WHAT}; run it again)")
+        raise DataError(
+            f"{directory}: no {SUCCESS_MARKER} marker, so not a complete data set (expected {WHAT}; run it again)"
+        )
     manifest = _read_manifest(fs, root, directory)
     files, prepared = _list_files(fs, root, directory, manifest)
     plan_root = directory if "://" in directory else root
@@ -119,10 +123,14 @@ def plan_folder(directory: str, split_seed: int = 0, test_fraction: float = 0.2)
         schema = parquet.schema_arrow
         column = _image_column(schema, path)
         if "label" not in schema.names:
-            raise DataError(f"{path}: no `label` column (expected labels 0-{NUM_CLASSES - 1} in `label`, as {WHAT} has)")
+            raise DataError(
+                f"{path}: no `label` column (expected labels 0-{NUM_CLASSES - 1} in `label`, as {WHAT} has)"
+            )
         has_split = "split" in schema.names
         if (image_column, split_column) != (None, None) and (column, has_split) != (image_column, split_column):
-            raise DataError(f"{path}: columns differ from the folder's other files (image in `{column}`, split column: {has_split})")
+            raise DataError(
+                f"{path}: columns differ from the folder's other files (image in `{column}`, split column: {has_split})"
+            )
         image_column, split_column = column, has_split
         first = 0
         for group in range(parquet.num_row_groups):
@@ -141,14 +149,16 @@ def plan_folder(directory: str, split_seed: int = 0, test_fraction: float = 0.2)
     return FolderPlan(plan_root, prepared, image_column, split_column, split_seed, test_fraction, tuple(units))
 
 
-def read_unit(plan: FolderPlan, unit: Unit, split: str | None, with_provenance: bool = True, rows: tuple[int, int] | None = None) -> Iterator[pa.Table]:
+def read_unit(
+    plan: FolderPlan, unit: Unit, split: str | None, with_provenance: bool = True, rows: tuple[int, int] | None = None
+) -> Iterator[pa.Table]:
     """The records of one row group, checked, in tables of at most READ_BATCH_ROWS rows: `image`
     (fixed_size_binary[784]) and `label` (uint8), and with provenance `source`, `row`, `split`.
     Only those of `split` (both with None); with `rows` = (start, stop), only those of its rows.
 
     Read in batches, so that a large row group (a generated file's may hold 100k images) never sits
     whole in the reader's memory, and a slice stops reading where it ends."""
-    fs, root = resolve_path(plan.root)
+    fs, root = storage.resolve_input(plan.root)
     path = plan.path(unit.file)
     stored = ["source", "row"] if plan.prepared and with_provenance else []
     columns = [plan.image_column, "label"] + ["split"] * plan.split_column + stored
@@ -171,7 +181,9 @@ def read_unit(plan: FolderPlan, unit: Unit, split: str | None, with_provenance: 
         raise DataError(f"{path}: not readable as the data set's parquet ({exc})") from None
 
 
-def read_slices(plan: FolderPlan, split: str, slices: Iterable[tuple[int, int, int]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def read_slices(
+    plan: FolderPlan, split: str, slices: Iterable[tuple[int, int, int]]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(images (n, 28, 28) uint8, labels (n,) uint8) of the (unit index, start, stop) row ranges of
     a split, in the slices' order: a streaming training worker reads its share itself, the next
     batch read ahead in a thread so that a remote store's latency overlaps training.
@@ -238,19 +250,27 @@ def _records(table: pa.Table, plan: FolderPlan, file: str, path: str, first: int
         raise DataError(f"{path}: {images.null_count} images are null")
     labels = table.column("label")
     if labels.null_count or not pa.types.is_integer(labels.type):
-        raise DataError(f"{path}: `label` is {labels.type} with {labels.null_count} nulls; expected integers 0-{NUM_CLASSES - 1}")
+        raise DataError(
+            f"{path}: `label` is {labels.type} with {labels.null_count} nulls; expected integers 0-{NUM_CLASSES - 1}"
+        )
     values = labels.to_numpy()
     bad = np.flatnonzero((values < 0) | (values >= NUM_CLASSES))
     if bad.size:
         raise DataError(f"{path}, row {rows[bad[0]]}: label {values[bad[0]]} is outside 0-{NUM_CLASSES - 1}")
-    splits = table.column("split") if plan.split_column else pa.array(hashed_split(file, rows, plan.split_seed, plan.test_fraction), pa.string())
-    return pa.table({
-        "image": images,
-        "label": pa.array(values.astype(np.uint8)),
-        "source": table.column("source") if stored else pa.repeat(pa.scalar(file), len(rows)),
-        "row": table.column("row") if stored else pa.array(rows),
-        "split": splits,
-    })
+    splits = (
+        table.column("split")
+        if plan.split_column
+        else pa.array(hashed_split(file, rows, plan.split_seed, plan.test_fraction), pa.string())
+    )
+    return pa.table(
+        {
+            "image": images,
+            "label": pa.array(values.astype(np.uint8)),
+            "source": table.column("source") if stored else pa.repeat(pa.scalar(file), len(rows)),
+            "row": table.column("row") if stored else pa.array(rows),
+            "split": splits,
+        }
+    )
 
 
 def _read_manifest(fs: pafs.FileSystem, root: str, directory: str) -> dict:
@@ -270,7 +290,9 @@ def _list_files(fs: pafs.FileSystem, root: str, directory: str, manifest: dict) 
     """(files relative to the folder, sorted; whether it is a prepared folder)."""
     if "files" in manifest:
         files = manifest["files"]
-        if not isinstance(files, list) or not all(isinstance(f, str) and f and not f.startswith("/") and ".." not in f.split("/") for f in files):
+        if not isinstance(files, list) or not all(
+            isinstance(f, str) and f and not f.startswith("/") and ".." not in f.split("/") for f in files
+        ):
             raise DataError(f"{directory}/{MANIFEST}: `files` must be a list of parquet paths relative to the folder")
         for file in files:
             if fs.get_file_info(f"{root}/{file}").type != pafs.FileType.File:
@@ -281,13 +303,19 @@ def _list_files(fs: pafs.FileSystem, root: str, directory: str, manifest: dict) 
         return sorted(name for names in by_split for name in names), True
     files = _parquet_names(fs, root, "")
     if not files:
-        raise DataError(f"{directory}: no parquet files (expected {WHAT}: train/*.parquet and test/*.parquet, or a manifest.json listing its files)")
+        raise DataError(
+            f"{directory}: no parquet files (expected {WHAT}: train/*.parquet and test/*.parquet, or a manifest.json listing its files)"
+        )
     return sorted(files), False
 
 
 def _parquet_names(fs: pafs.FileSystem, folder: str, prefix: str) -> list[str]:
     listing = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-    return [prefix + posixpath.basename(info.path) for info in listing if info.type == pafs.FileType.File and info.path.endswith(".parquet")]
+    return [
+        prefix + posixpath.basename(info.path)
+        for info in listing
+        if info.type == pafs.FileType.File and info.path.endswith(".parquet")
+    ]
 
 
 def _image_column(schema: pa.Schema, path: str) -> str:

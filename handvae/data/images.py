@@ -16,8 +16,8 @@ import zlib
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from handvae.errors import DataError
 from handvae.data.records import IMAGE_SIDE
+from handvae.errors import DataError
 
 _BOX = 20  # the character's longest side, in pixels, inside the 28x28 frame
 _INK = 0.2  # share of the darkest-to-lightest range that counts as ink when cropping
@@ -82,7 +82,9 @@ def load_style_image(path: str) -> np.ndarray:
     height, width = ink.shape
     scale = _BOX / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    glyph = np.asarray(Image.fromarray((ink * 255).astype(np.uint8)).resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
+    glyph = np.asarray(
+        Image.fromarray((ink * 255).astype(np.uint8)).resize(size, Image.Resampling.LANCZOS), dtype=np.float32
+    )
 
     frame = np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
     total = glyph.sum()

@@ -9,7 +9,7 @@ parse independently (`read_chunk`), so a 700 MB file is never held whole and man
 Compressed files (gzip, bz2, zstd, lz4 by their magic bytes; brotli by a .br name) are read as one
 range: a compressed stream cannot be entered at a byte offset, so one task decompresses and parses
 the whole file (for a large file, `handvae prepare` it once, or decompress it, to read in parallel).
-Pure pyarrow/numpy; the Ray wiring is in `handvae.data.datasets`.
+Pure pyarrow/numpy; the Ray wiring is in `handvae.data.sources`.
 """
 
 import re
@@ -19,8 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from handvae import storage
+from handvae.data.records import IMAGE_PIXELS, Batch, letters_split, make_batch, require_file
 from handvae.errors import DataError
-from handvae.data.records import IMAGE_PIXELS, Batch, letters_split, make_batch, require_file, resolve_path
 from handvae.labels import NUM_DIGITS, NUM_LETTERS
 
 NUM_FIELDS = 1 + IMAGE_PIXELS
@@ -81,7 +82,7 @@ def default_chunk_bytes(file_size: int) -> int:
 def inspect_csv(path: str) -> CsvHead:
     """Reads the first 64 KB only: missing, unreadable, archived, empty, header-only and bad-header
     files are refused here, cheaply, before a command starts Ray."""
-    fs, fs_path = resolve_path(path)
+    fs, fs_path = storage.resolve_input(path)
     size = require_file(fs, fs_path, "letters CSV")
     try:
         with fs.open_input_stream(fs_path, compression=None) as stream:
@@ -107,7 +108,7 @@ def inspect_csv(path: str) -> CsvHead:
 def plan_csv(path: str, chunk_bytes: int | None = None) -> CsvPlan:
     """One sequential scan: find the header, cut ranges at line ends, count the lines before each."""
     head = inspect_csv(path)
-    fs, fs_path = resolve_path(path)
+    fs, fs_path = storage.resolve_input(path)
     has_header = head.has_header
     if head.compression:
         chunk_bytes = _ONE_RANGE  # see the module docstring
@@ -152,7 +153,11 @@ def plan_csv(path: str, chunk_bytes: int | None = None) -> CsvPlan:
     # Provenance names the file itself: the absolute path, or the URI as given.
     source = path if "://" in path else fs_path
     return CsvPlan(
-        path=source, has_header=has_header, num_data_rows=num_lines - has_header, chunks=tuple(chunks), compression=head.compression
+        path=source,
+        has_header=has_header,
+        num_data_rows=num_lines - has_header,
+        chunks=tuple(chunks),
+        compression=head.compression,
     )
 
 
@@ -195,7 +200,7 @@ def read_chunk(plan: CsvPlan, chunk: CsvChunk, split_seed: int, test_fraction: f
 
 
 def _read_range(plan: CsvPlan, chunk: CsvChunk) -> bytes:
-    fs, fs_path = resolve_path(plan.path)
+    fs, fs_path = storage.resolve_input(plan.path)
     if plan.compression:  # one range: the whole decompressed file
         with fs.open_input_stream(fs_path, compression=plan.compression) as stream:
             return stream.read()[chunk.start : chunk.end]
@@ -268,7 +273,9 @@ def _raise_first_bad_line(path: str, chunk: CsvChunk, data: bytes, fallback: str
         for column, field in enumerate(fields):
             what = "label" if column == 0 else f"pixel {column - 1}"
             if not _INTEGER.fullmatch(field):
-                raise DataError(f"{where}: {what} is {field.decode(errors='replace')!r}, not an integer (expected {EXPECTED})")
+                raise DataError(
+                    f"{where}: {what} is {field.decode(errors='replace')!r}, not an integer (expected {EXPECTED})"
+                )
             value = int(field.strip().strip(b'"'))
             if column == 0 and not 0 <= value < NUM_LETTERS:
                 raise DataError(f"{where}: label {value} is outside 0-{NUM_LETTERS - 1} (expected {EXPECTED})")

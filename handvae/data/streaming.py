@@ -22,19 +22,27 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from handvae.rng import stream_generator
+
 WINDOW_ROWS = 16_384
 """Rows a worker shuffles together: 13 MB of images, held twice while a window is shuffled. With
 this and one read batch ahead (`handvae.data.folders.read_slices`) a worker's data memory is a few
 tens of MB whatever the data set's size (benchmarks/streaming.py)."""
 
 
-def epoch_slices(unit_rows: Sequence[int], world: int, rank: int, seed: int, epoch: int, shuffle: bool = True) -> list[tuple[int, int, int]]:
+def epoch_slices(
+    unit_rows: Sequence[int], world: int, rank: int, seed: int, epoch: int, shuffle: bool = True
+) -> list[tuple[int, int, int]]:
     """Rank's (unit index, start, stop) row ranges for the epoch, in the order it reads them.
 
     shuffle=True (training): the units in the epoch's order, an equal share per rank (the remainder
     of rows // world dropped). shuffle=False (evaluation): the units in order, every row on some
     rank, shares differing by at most one row."""
-    order = torch.randperm(len(unit_rows), generator=_generator(seed, epoch)).tolist() if shuffle else range(len(unit_rows))
+    order = (
+        torch.randperm(len(unit_rows), generator=stream_generator(seed, epoch)).tolist()
+        if shuffle
+        else range(len(unit_rows))
+    )
     total = sum(unit_rows)
     if shuffle:
         share = total // world
@@ -54,11 +62,16 @@ def epoch_slices(unit_rows: Sequence[int], world: int, rank: int, seed: int, epo
 
 
 def shuffled_batches(
-    blocks: Iterable[tuple[np.ndarray, np.ndarray]], batch_size: int, seed: int, epoch: int, rank: int, window_rows: int = WINDOW_ROWS
+    blocks: Iterable[tuple[np.ndarray, np.ndarray]],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    rank: int,
+    window_rows: int = WINDOW_ROWS,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Blocks of (images (n, 28, 28) uint8, labels (n,)) in read order -> batches of batch_size
     (the last may be smaller), shuffled within windows of window_rows consecutive rows."""
-    generator = _generator(seed, epoch, rank)
+    generator = stream_generator(seed, epoch, rank)
     pending: list[tuple[np.ndarray, np.ndarray]] = []
     pending_rows = 0
     carry = (np.empty((0, 28, 28), np.uint8), np.empty(0, np.uint8))
@@ -79,8 +92,8 @@ def shuffled_batches(
 
 def _emit_window(window, carry, batch_size: int, generator: torch.Generator):
     """Yields the full batches of carry + the shuffled window; returns what is left over."""
-    images = np.concatenate([i for i, _ in window])
-    labels = np.concatenate([l for _, l in window])
+    images = np.concatenate([block_images for block_images, _ in window])
+    labels = np.concatenate([block_labels for _, block_labels in window])
     order = torch.randperm(len(labels), generator=generator).numpy()
     shuffled = np.empty((len(carry[1]) + len(labels), *images.shape[1:]), np.uint8)
     shuffled[: len(carry[1])] = carry[0]
@@ -89,16 +102,17 @@ def _emit_window(window, carry, batch_size: int, generator: torch.Generator):
     labels = np.concatenate([carry[1], labels[order]])
     full = len(labels) // batch_size * batch_size
     for start in range(0, full, batch_size):
-        yield torch.from_numpy(shuffled[start : start + batch_size]), torch.from_numpy(labels[start : start + batch_size])
+        yield (
+            torch.from_numpy(shuffled[start : start + batch_size]),
+            torch.from_numpy(labels[start : start + batch_size]),
+        )
     return shuffled[full:].copy(), labels[full:]
 
 
-def in_order_batches(blocks: Iterable[tuple[np.ndarray, np.ndarray]], batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def in_order_batches(
+    blocks: Iterable[tuple[np.ndarray, np.ndarray]], batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Blocks -> batches of at most batch_size, in read order (evaluation)."""
     for images, labels in blocks:
         for start in range(0, len(labels), batch_size):
             yield torch.tensor(images[start : start + batch_size]), torch.tensor(labels[start : start + batch_size])
-
-
-def _generator(*keys: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> np.uint64(1)))

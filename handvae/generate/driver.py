@@ -1,0 +1,268 @@
+"""Batch generation job: draw characters in the styles of handwriting samples, as a data set that
+the workers write to a folder or any URI pyarrow writes (s3://, gs://, ...).
+
+    handvae generate --model runs/NAME/model.pt --mnist-dir ../shared/data/mnist \
+        --letters-csv "../shared/data/az_letters/A_Z Handwritten Data.csv" --split test \
+        --num-styles 100 --samples-per-style 2 --out generated/NAME
+
+Styles come from a split of the readers' data (any data flags) or from image files of a person's
+own handwriting (--style-images). A pool of model actors (one model build per actor, CPU or GPU)
+encodes each style sample and decodes characters in that style (--pairing):
+- own-class (the default for a data split): each character in styles of real samples of that same
+  character, --num-styles drawings of each, by the model's detail decoder where it has one (the
+  sample's own details carry over): a data set for training classifiers (its measure is
+  `handvae score`; docs/results/recipes.md);
+- every-style (the default for --style-images and --text): every character asked for in every
+  style, the full set 0-9 A-Z by default (the seed's last cell), a subset (--chars), or a line of
+  text (--text): alphabets in one hand.
+Ray Data tasks PNG-encode them and write the parquet files (`handvae.generate.worker`); the driver
+(this module) plans, prints progress, and commits (handvae.formats.outputs.dataset_output) with the
+contact sheet and the card of `handvae.generate.reports`.
+
+OUT is laid out as a Hugging Face Hub parquet data set (`handvae.formats.dataset_folder`):
+    OUT/README.md                       data set card: YAML data_files and features, provenance, credits
+    OUT/data/<run>/train-00000.parquet  the rows (one file per write task; <run> is unique per run)
+    OUT/sheet.png                       styles x characters, for a person to look at
+    OUT/manifest.json                   format handvae.generated, files, rows, model, options, seed
+    OUT/_SUCCESS                        OUT is complete iff it exists
+One row per generated character (or per line with --text):
+    style_id   int64   the style sample's key, from its (source, row); stable across runs
+    source     string  the file the style sample came from
+    row        int64   where in that file (1-based CSV line, 0-based IDX record, 0 for an image file)
+    sample     int16   which draw from the style's posterior (0, 1, ...)
+    char       string  the character (--text: the whole line)
+    label      int16   its class 0-35 (--text: -1); a ClassLabel 0-9, A-Z for `datasets`
+    pixels     fixed_size_binary  the image, row-major uint8, white ink on black: 28x28 (--text: 28 x 28*len)
+    image      struct<bytes, path>  the same image as PNG: Hugging Face's Image feature
+Both image columns, because they serve two readers: `pixels` is numpy's (np.frombuffer(...)
+.reshape(28, -1)), decoded ~50x faster than the PNGs (benchmarks/generate_throughput.py); `image`
+is what image tools and data set hubs take as is.
+
+The card's data_files and the manifest's files name this run's files only, and each is replaced in
+one atomic write: a reader who follows either sees the earlier output or the new one, whole, and
+never what a killed run left. The same model, inputs and seed give identical parquet files.
+"""
+
+import contextlib
+import os
+import sys
+import threading
+import time
+from dataclasses import asdict, replace
+
+import numpy as np
+import ray.data
+from ray.data.block import BlockAccessor
+
+from handvae import storage
+from handvae.data.folders import order_keys
+from handvae.data.images import load_style_images
+from handvae.data.sources import DataSources, read_split, source_locations
+from handvae.errors import DataError
+from handvae.formats import outputs
+from handvae.formats.dataset_folder import CARD, FEATURES, SHEET
+from handvae.generate.options import GenerateOptions
+from handvae.generate.reports import card, read_sheet, sheet_png
+from handvae.generate.worker import Drawer, ParquetFiles, with_image
+from handvae.inference import load_checked_model, map_with_model, start_ray_for_actors
+from handvae.labels import CHARSET
+from handvae.model.drawing import Drawing
+from handvae.rng import mix64
+
+_PROGRESS_EVERY_S = 5.0
+
+
+def own_class_draws(style_ids: np.ndarray, labels: np.ndarray, options: GenerateOptions, where: str) -> np.ndarray:
+    """Draws of each style sample (0: unused) when each is drawn as its own class: for every
+    character asked for, num_styles draws (all its samples once without num_styles), spread over
+    its samples as evenly as can be, in an order set by the seed; times samples_per_style."""
+    draws = np.zeros(len(labels), np.int64)
+    for label in options.labels:
+        samples = np.flatnonzero(labels == label)
+        if not samples.size:
+            raise DataError(
+                f"{where} holds no samples of {CHARSET[label]!r} to take its styles from; leave it out of --chars, or use --pairing every-style"
+            )
+        if options.num_styles is None:
+            draws[samples] = 1
+            continue
+        ranked = samples[np.argsort(mix64(style_ids[samples], options.seed), kind="stable")]
+        rounds, rest = divmod(options.num_styles, len(samples))
+        draws[ranked] = rounds
+        draws[ranked[:rest]] += 1
+    draws *= options.samples_per_style
+    if draws.max(initial=0) > np.iinfo(np.int16).max:
+        raise DataError(
+            f"--num-styles {options.num_styles:,} x --samples-per-style {options.samples_per_style} would draw one sample {draws.max():,} times (at most {np.iinfo(np.int16).max:,}): {where} holds too few samples of some character"
+        )
+    return draws
+
+
+def style_samples(sources: DataSources, options: GenerateOptions) -> ray.data.Dataset:
+    """The style samples (image, source, row, style_id), in a fixed order: all of them, or the
+    seed's random choice of num_styles."""
+    if options.style_images:
+        images = load_style_images(options.style_images)
+        paths = np.array([os.path.abspath(p) for p in options.style_images], dtype=object)
+        rows = np.zeros(len(paths), dtype=np.int64)
+        batch = {"image": images, "source": paths, "row": rows, "style_id": order_keys(paths, rows)}
+        samples = ray.data.from_arrow(BlockAccessor.batch_to_block(batch))
+    else:
+        columns = ["image", "label", "source", "row"] if options.own_class else ["image", "source", "row"]
+        samples = read_split(sources, options.split).select_columns(columns)
+        samples = samples.map_batches(_with_style_id, batch_format="numpy", batch_size=None)
+    if options.own_class:
+        return _with_own_class_draws(samples, options)
+    if options.num_styles is None:
+        return samples  # every style, in the order of the files
+    ranked = samples.map_batches(_with_rank, fn_args=(options.seed,), batch_format="numpy", batch_size=None)
+    return ranked.sort("rank").limit(options.num_styles).drop_columns(["rank"])
+
+
+def _with_own_class_draws(samples: ray.data.Dataset, options: GenerateOptions) -> ray.data.Dataset:
+    """The samples to draw, each with its `draws`, in file order. The choice is made here, on the
+    driver, from the style ids and labels alone (16 bytes a sample; the split is read for them
+    once more, which costs seconds where drawing costs minutes)."""
+    batches = list(samples.select_columns(["style_id", "label"]).iter_batches(batch_size=None, batch_format="numpy"))
+    style_ids = np.concatenate([b["style_id"] for b in batches]) if batches else np.empty(0, np.int64)
+    labels = np.concatenate([b["label"] for b in batches]) if batches else np.empty(0, np.int64)
+    draws = own_class_draws(style_ids, labels, options, f"split {options.split!r} of the given data")
+    order = np.argsort(style_ids, kind="stable")
+    return samples.map_batches(
+        _keep_drawn, fn_args=(style_ids[order], draws[order]), batch_format="numpy", batch_size=None
+    )
+
+
+def _keep_drawn(batch: dict, sorted_ids: np.ndarray, sorted_draws: np.ndarray) -> dict:
+    draws = sorted_draws[np.searchsorted(sorted_ids, batch["style_id"])]
+    keep = draws > 0
+    return {**{k: v[keep] for k, v in batch.items()}, "draws": draws[keep]}
+
+
+def _with_style_id(batch: dict) -> dict:
+    return {**batch, "style_id": order_keys(batch["source"], batch["row"])}
+
+
+def _with_rank(batch: dict, seed: int) -> dict:
+    # A random but reproducible order of the styles; ties are impossible in practice (64-bit).
+    return {**batch, "rank": mix64(batch["style_id"], seed).view(np.int64)}
+
+
+def run_generation(
+    model_path: str, sources: DataSources, out: str, options: GenerateOptions = GenerateOptions()
+) -> dict:
+    """Generate the data set into OUT (a folder or URI) and commit it; returns the manifest."""
+    model, metadata = load_checked_model(model_path)
+    given = {
+        k: getattr(options, k)
+        for k in ("sharpness", "class_shift", "detail_sharpness")
+        if getattr(options, k) is not None
+    }
+    try:
+        drawing = replace(Drawing.from_metadata(metadata), **given)  # the model's recipe, unless told otherwise
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    inputs = (model_path, *options.style_images, *source_locations(sources))
+    with outputs.dataset_output(out, inputs) as dataset:  # checked, writable and locked before Ray starts
+        workers = start_ray_for_actors(options.num_workers, options.use_gpu)
+        with _preserve_order():  # identical files for identical inputs
+            return _generate(model, metadata, drawing, model_path, sources, dataset, options, workers)
+
+
+@contextlib.contextmanager
+def _preserve_order():
+    options = ray.data.DataContext.get_current().execution_options
+    before, options.preserve_order = options.preserve_order, True
+    try:
+        yield
+    finally:
+        options.preserve_order = before
+
+
+def _generate(model, metadata, drawing, model_path, sources, dataset: outputs.DatasetRun, options, workers) -> dict:
+    styles = style_samples(sources, options).materialize()
+    total_styles = styles.count()
+    where = "the given style images" if options.style_images else f"split {options.split!r} of the given data"
+    if total_styles == 0:
+        raise DataError(f"no style samples: {where} holds no images")
+    if (
+        not options.own_class and options.num_styles is not None and total_styles < options.num_styles
+    ):  # never fewer styles than asked, silently
+        raise DataError(
+            f"--num-styles {options.num_styles:,}: {where} holds {total_styles:,} style samples; ask for at most that many, or leave --num-styles out for all of them"
+        )
+    drawn = map_with_model(
+        styles, Drawer, model_path, (options, drawing), workers, options.use_gpu, options.styles_per_batch
+    )
+    generated = drawn.map_batches(with_image, batch_format="pyarrow", batch_size=None)
+
+    total = int(styles.sum("draws")) if options.own_class else total_styles * options.per_style
+    per_block = options.styles_per_batch * options.per_style  # rows of one model call
+    sink = ParquetFiles(dataset.prefix, per_block * max(1, options.rows_per_file // per_block))
+    _write_with_progress(generated, sink, total)
+    files, file_rows, file_bytes = zip(*sink.written)
+    if sum(file_rows) != total:
+        raise RuntimeError(f"wrote {sum(file_rows)} rows, expected {total}")
+    manifest = {
+        "rows": total,
+        "styles": total_styles,
+        "file_rows": list(file_rows),
+        "columns": list(FEATURES),
+        "model": storage.absolute(model_path),
+        "model_config": model.config.to_dict(),
+        "model_metadata": {k: metadata[k] for k in ("run_name", "epoch", "train_config", "data") if k in metadata},
+        "data": sources.describe() if not options.style_images else {"style_images": list(options.style_images)},
+        "options": {
+            k: v
+            for k, v in asdict(options).items()
+            if k not in ("labels", "num_workers", "use_gpu", "styles_per_batch", "rows_per_file")
+        },
+        "drawing": drawing.to_dict(),
+        "seed": options.seed,
+        "sheet": SHEET,
+    }
+    sheet = sheet_png(read_sheet([storage.join(dataset.prefix, name) for name in files], options), options)
+    readme = card(manifest, dataset.data_dir, sum(file_bytes))
+    return dataset.commit(list(files), manifest, {SHEET: sheet, CARD: readme.encode()})
+
+
+def _write_with_progress(generated: ray.data.Dataset, sink: ParquetFiles, total: int) -> None:
+    """Runs the write (the workers write the files) and prints progress from the files written so
+    far, until it ends."""
+    failure: list[BaseException] = []
+
+    def write():
+        try:
+            generated.write_datasink(sink)
+        except BaseException as exc:  # raised again in the driver's thread below
+            failure.append(exc)
+
+    started = time.perf_counter()
+    writer = threading.Thread(target=write, name="handvae-write", daemon=True)
+    writer.start()
+    while True:
+        writer.join(_PROGRESS_EVERY_S)
+        if not writer.is_alive():
+            break
+        files, _ = storage.list_tree(sink.prefix)
+        done = min(total, sum(name.endswith(".parquet") for name in files) * sink.rows_per_file)
+        _print_progress(done, total, time.perf_counter() - started)
+    if failure:
+        raise failure[0]
+    _print_progress(total, total, time.perf_counter() - started)
+
+
+def _print_progress(done: int, total: int, seconds: float) -> None:
+    rate = done / seconds
+    if done == 0:
+        speed = ""  # starting: Ray's workers, reading the styles, the model actors
+    elif done < total:
+        speed = f", {rate:,.0f}/s, {_duration((total - done) / rate)} left"
+    else:
+        speed = f", {rate:,.0f}/s, in {_duration(seconds)}"
+    print(f"generated {done:,}/{total:,} ({done / total:.0%}){speed}", file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"

@@ -1,0 +1,151 @@
+"""The generation job's worker side: the model actors that draw characters in the styles of a batch
+of samples, the PNG stage, and the parquet sink whose write tasks write the data set's files.
+Torch, numpy, pyarrow and Ray Data's actor and sink bases only: nothing of the driver's reports.
+"""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from ray.data.block import BlockAccessor
+from ray.data.datasource import Datasink
+
+from handvae import storage
+from handvae.data.images import encode_pngs
+from handvae.data.records import IMAGE_SIDE
+from handvae.formats.dataset_folder import SCHEMA_METADATA, fixed_size_binary, unpack_images
+from handvae.generate.options import GenerateOptions
+from handvae.inference import ModelActor
+from handvae.labels import CHARSET
+from handvae.model.drawing import Drawing, draw_in_styles
+
+ROWS_PER_GROUP = 10_000
+
+
+class Drawer(ModelActor):
+    """Maps a batch of style samples to the characters drawn in their styles."""
+
+    def __init__(self, model_path: str, use_gpu: bool, options: GenerateOptions, drawing: Drawing):
+        super().__init__(model_path, use_gpu)
+        self.options, self.drawing = options, drawing
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        o = self.options
+        if o.own_class:
+            return self._own_class(batch)
+        count, draws = len(batch["style_id"]), o.samples_per_style
+        keys = [(o.seed, int(k)) for k in batch["style_id"]]
+        drawn = draw_in_styles(
+            self.model,
+            torch.tensor(batch["image"]),
+            keys,
+            torch.tensor(o.labels),
+            self.drawing,
+            draws,
+            o.randomness,
+            o.average,
+        )
+        drawn = drawn.flatten(0, 1).numpy()  # (styles x draws, characters, S, S)
+        if o.text is not None:
+            pictures = [_line(cells, o.text) for cells in drawn]  # one line per (style, draw)
+            chars, labels_out = [o.text] * len(pictures), np.full(len(pictures), -1, np.int16)
+        else:
+            pictures = list(drawn.reshape(-1, IMAGE_SIDE, IMAGE_SIDE))
+            chars, labels_out = list(o.chars) * (count * draws), np.tile(np.array(o.labels, np.int16), count * draws)
+        per_style = len(pictures) // count
+        return pa.table(
+            {
+                "style_id": np.repeat(batch["style_id"], per_style),
+                "source": np.repeat(batch["source"], per_style),
+                "row": np.repeat(batch["row"], per_style),
+                "sample": np.tile(np.repeat(np.arange(draws, dtype=np.int16), per_style // draws), count),
+                "char": chars,
+                "label": labels_out,
+                "pixels": fixed_size_binary(np.stack(pictures)),
+            }
+        )
+
+    def _own_class(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        """Each style sample drawn as its own character, `draws` times (one model call per
+        (character, draws) group of the batch); rows in the batch's order."""
+        o, labels, draws = self.options, batch["label"].astype(np.int64), batch["draws"].astype(np.int64)
+        images = torch.tensor(batch["image"])
+        pictures: list[np.ndarray] = [np.empty(0)] * len(labels)
+        for label, count in sorted(set(zip(labels.tolist(), draws.tolist()))):
+            group = np.flatnonzero((labels == label) & (draws == count))
+            keys = [(o.seed, int(batch["style_id"][i])) for i in group]
+            drawn = draw_in_styles(
+                self.model,
+                images[group],
+                keys,
+                torch.tensor([label]),
+                self.drawing,
+                count,
+                o.randomness,
+                o.average,
+                own_class=True,
+            )
+            for index, styles in zip(group, drawn[:, :, 0].numpy()):
+                pictures[index] = styles  # (count, S, S)
+        return pa.table(
+            {
+                "style_id": np.repeat(batch["style_id"], draws),
+                "source": np.repeat(batch["source"], draws),
+                "row": np.repeat(batch["row"], draws),
+                "sample": np.concatenate([np.arange(n, dtype=np.int16) for n in draws]),
+                "char": [CHARSET[label] for label in np.repeat(labels, draws)],
+                "label": np.repeat(labels, draws).astype(np.int16),
+                "pixels": fixed_size_binary(np.concatenate(pictures)),
+            }
+        )
+
+
+def _line(cells: np.ndarray, text: str) -> np.ndarray:
+    """One line image (28, 28 * len(text)): the drawn characters in order, spaces left black."""
+    line = np.zeros((IMAGE_SIDE, IMAGE_SIDE * len(text)), dtype=np.uint8)
+    drawn = iter(cells)
+    for position, char in enumerate(text):
+        if char != " ":
+            line[:, position * IMAGE_SIDE : (position + 1) * IMAGE_SIDE] = next(drawn)
+    return line
+
+
+def with_image(table: pa.Table) -> pa.Table:
+    """Adds the `image` column (PNG bytes in Hugging Face's Image struct). A stage of its own (Ray
+    Data tasks), so that PNG encoding runs beside the model actors instead of between their calls."""
+    pngs = pa.array(encode_pngs(unpack_images(table.column("pixels"))), pa.binary())
+    return table.append_column(
+        "image", pa.StructArray.from_arrays([pngs, pa.nulls(len(pngs), pa.string())], names=["bytes", "path"])
+    )
+
+
+class ParquetFiles(Datasink):
+    """Each write task writes the rows it is given as one parquet file in the run's prefix, named by
+    the task's index. With preserve_order the write tasks take the rows in order, so the same
+    inputs give the same files, name for name and byte for byte, whatever the number of actors.
+    (Ray's own write_parquet writes through pyarrow's write_dataset with threads, which may reorder
+    rows within a file, and names files by a write UUID.)"""
+
+    def __init__(self, prefix: str, rows_per_file: int):
+        self.prefix, self.rows_per_file = prefix, rows_per_file
+        self.written: list[tuple[str, int, int]] = []  # (file name, rows, bytes), in order
+
+    @property
+    def min_rows_per_write(self) -> int:
+        return self.rows_per_file
+
+    def write(self, blocks, ctx) -> tuple[str, int, int] | None:
+        tables = [BlockAccessor.for_block(block).to_arrow() for block in blocks]
+        tables = [table for table in tables if table.num_rows]
+        if not tables:
+            return None
+        table = pa.concat_tables(tables).replace_schema_metadata(SCHEMA_METADATA)
+        name = f"train-{ctx.task_idx:05d}.parquet"
+        buffer = pa.BufferOutputStream()
+        pq.write_table(table, buffer, row_group_size=ROWS_PER_GROUP, compression="zstd")
+        data = buffer.getvalue()
+        storage.write_bytes(storage.join(self.prefix, name), data)
+        return name, table.num_rows, data.size
+
+    def on_write_complete(self, write_result) -> None:
+        self.written = sorted(r for r in write_result.write_returns if r is not None)

@@ -1,0 +1,199 @@
+"""One epoch of training and one pass of evaluation over in-memory tensors. Pure torch, no Ray:
+the Ray Train worker loop calls these, and so does the plain-PyTorch baseline of the benchmark.
+
+Images stay uint8 (N, 28, 28) on the device until a batch is taken; `model_inputs` scales them.
+Each function returns sums (not means) as one float64 tensor, so ranks can all-reduce them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from handvae.model.augment import augment
+from handvae.model.loss import LossTerms, loss_terms, total_loss
+from handvae.model.vae import model_inputs
+from handvae.rng import epoch_generator
+
+if TYPE_CHECKING:  # the recipe imports the model: a type only here
+    from handvae.train.config import TrainConfig
+
+
+TRAIN_SUMS = ("images", "cat_loss", "recon_loss", "kl_loss", "detail_recon_loss", "detail_kl_loss")
+EVAL_SUMS = ("images", "correct", "recon_correct_pixels", "pixels", "cat_loss", "recon_loss", "kl_loss")
+
+
+def train_steps(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    epoch: int,
+    config: TrainConfig,
+    latent_sums: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One optimiser step per batch of uint8 images (B, 28, 28) and labels (B,), on the model's
+    device. With `latent_sums` (classes, latent + 1), also adds each image's posterior mean z to
+    its class's row and 1 to the row's last column: the class latent means, accumulated in the
+    epoch's own forward passes instead of another pass over the data."""
+    model.train()
+    device = _device(model)
+    loss_sums = torch.zeros(len(TRAIN_SUMS) - 1, dtype=torch.float64, device=device)  # on the device: no sync per step
+    images_seen = 0
+    for images, labels in batches:
+        x, y = model_inputs(images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
+        x = augment(x, config.augment)
+        decoder_labels = None
+        if config.teacher_forcing:
+            forced = torch.rand(len(y), device=device) < config.teacher_forcing
+            decoder_labels = torch.where(forced, y, -1)
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(x.device, config.bf16):
+            out = model(x, decoder_labels=decoder_labels)
+            terms = loss_terms(x, y, out)
+        total_loss(terms, config.loss, epoch).backward()
+        optimizer.step()
+        loss_sums += torch.stack(
+            [terms.cat, terms.recon, terms.kl, terms.detail_recon, terms.detail_kl]
+        ).detach().double() * len(y)
+        images_seen += len(y)
+        if latent_sums is not None:
+            with torch.no_grad():
+                counted = torch.cat(
+                    [out.z_mean.detach().double(), torch.ones(len(y), 1, dtype=torch.float64, device=device)], dim=1
+                )
+                latent_sums.index_add_(0, y, counted)
+    return torch.cat([torch.tensor([float(images_seen)], dtype=torch.float64), loss_sums.cpu()])
+
+
+def train_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    order: torch.Tensor,
+    epoch: int,
+    config: TrainConfig,
+    latent_sums: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`train_steps` over `images[order]` in batches of config.batch_size; the last may be smaller, as in the seed."""
+    batches = ((images[index], labels[index]) for index in order.split(config.batch_size))
+    return train_steps(model, optimizer, batches, epoch, config, latent_sums)
+
+
+def latent_means(latent_sums: torch.Tensor) -> torch.Tensor:
+    """(classes, latent) means from `train_steps`' sums; 0 for a class without images."""
+    return (latent_sums[:, :-1] / latent_sums[:, -1:].clamp_min(1)).float()
+
+
+def epoch_order(labels: torch.Tensor, config: TrainConfig, epoch: int) -> torch.Tensor:
+    """The epoch's sequence of training image indices, the same on every rank (a function of the
+    seed and the epoch): a permutation, or with class_balance a weighted draw with replacement."""
+    generator = epoch_generator(config.seed, epoch)
+    if not config.class_balance:
+        return torch.randperm(len(labels), generator=generator)
+    counts = torch.bincount(labels).double()
+    weights = counts.clamp_min(1).pow(-config.class_balance)[labels]
+    return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What the model makes of each image of a batch, as the seed's evaluation reads it."""
+
+    predicted: torch.Tensor
+    """(B,) int64: the class with the highest logit."""
+    recon_hits: torch.Tensor
+    """(B, S, S) bool: sigmoid(recon) > 0.5 agrees with image > 0.5, pixel by pixel."""
+    terms: LossTerms
+    """The loss terms, one value per image."""
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor | None = None
+) -> Predictions:
+    """One batch of uint8 images (B, S, S) and labels (B,) through the model, as in the seed's
+    evaluation: forward() with a posterior sample of z (drawn with `noise` when given)."""
+    x, y = model_inputs(images, labels)
+    out = model(x, noise, detail=False)
+    return Predictions(
+        predicted=out.y_logits.argmax(dim=1),
+        recon_hits=((out.x_recon > 0) == (x > 0.5)).squeeze(1),  # sigmoid(r) > 0.5  <=>  r > 0
+        terms=loss_terms(x, y, out, per_image=True),
+    )
+
+
+def evaluate(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024
+) -> torch.Tensor:
+    """`evaluate_batches` over in-memory tensors."""
+    return evaluate_batches(
+        model, ((images[s : s + batch_size], labels[s : s + batch_size]) for s in range(0, len(labels), batch_size))
+    )
+
+
+def evaluate_batches(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """The seed's test figures as sums (EVAL_SUMS): classification hits, reconstruction hits per
+    pixel, and the loss terms. Every image counts once."""
+    model.eval()
+    device = _device(model)
+    sums = torch.zeros(len(EVAL_SUMS), dtype=torch.float64)
+    for images, labels in batches:
+        y = labels.to(device)
+        out = predict(model, images.to(device), y)
+        figures = [
+            len(y),
+            (out.predicted == y).sum(),
+            out.recon_hits.sum(),
+            out.recon_hits.numel(),
+            out.terms.cat.sum(),
+            out.terms.recon.sum(),
+            out.terms.kl.sum(),
+        ]
+        sums += torch.tensor([float(f) for f in figures], dtype=torch.float64)
+    return sums
+
+
+@torch.no_grad()
+def class_latent_means(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 4096
+) -> torch.Tensor:
+    """(classes, latent): the mean posterior mean z of each class's images; 0 for a class without any."""
+    model.eval()
+    sums = torch.zeros(model.config.num_classes, model.config.num_latent, dtype=torch.float64)
+    for start in range(0, len(labels), batch_size):
+        x, y = model_inputs(images[start : start + batch_size], labels[start : start + batch_size])
+        z_mean = model.encode(x)[0]
+        sums.index_add_(0, y.cpu(), z_mean.double().cpu())
+    counts = torch.bincount(labels.cpu(), minlength=model.config.num_classes).clamp_min(1)
+    return (sums / counts[:, None]).float()
+
+
+def epoch_figures(train_sums: torch.Tensor, eval_sums: torch.Tensor) -> dict[str, float]:
+    """Per-image means as the seed prints them, and the test accuracies."""
+    train = dict(zip(TRAIN_SUMS, train_sums.tolist()))
+    test = dict(zip(EVAL_SUMS, eval_sums.tolist()))
+    return {
+        "cat_loss": train["cat_loss"] / train["images"],
+        "recon_loss": train["recon_loss"] / train["images"],
+        "kl_loss": train["kl_loss"] / train["images"],
+        "detail_recon_loss": train["detail_recon_loss"] / train["images"],
+        "detail_kl_loss": train["detail_kl_loss"] / train["images"],
+        "test_accuracy": test["correct"] / test["images"] if test["images"] else float("nan"),
+        "recon_accuracy": test["recon_correct_pixels"] / test["pixels"] if test["pixels"] else float("nan"),
+        "train_images": int(train["images"]),
+        "test_images": int(test["images"]),
+    }
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    """Where the model's parameters are: batches read on the CPU go there."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def _autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()

@@ -1,0 +1,88 @@
+"""Scoring job: how well a generated data set trains a classifier for real handwriting (CAS).
+
+    handvae score --dataset generated/NAME --mnist-dir ../shared/data/mnist \
+        --letters-csv "../shared/data/az_letters/A_Z Handwritten Data.csv" --out reports/NAME-cas
+
+Reads the generated data set (a folder or URI written by `handvae generate`) and the real train and
+test splits of the data flags with Ray Data, trains the reference classifier of `handvae.score.cas` on
+the generated images, on real + generated, and on the real images, once with each of its seeds, as
+Ray tasks (nine with the three seeds; in parallel where the cluster has the CPUs), tests each on the real test split,
+and writes a report folder: metrics.json (every figure, per class and per seed too), report.md,
+and cas.png (accuracy per character of the three training sets, means over the seeds), through
+`handvae.score.reports`. The reference classifier itself is `handvae.score.cas`, pure torch.
+"""
+
+import time
+from dataclasses import replace
+
+import ray
+import torch
+
+from handvae.data.sources import DataSources, read_split, source_locations, to_tensors
+from handvae.errors import DataError
+from handvae.formats import outputs
+from handvae.labels import NUM_CLASSES
+from handvae.model.judge import JudgeTraining
+from handvae.runtime import init_ray
+from handvae.score.cas import REFERENCE, REFERENCE_SEEDS, TRAINING_SETS, summarize, train_and_test, training_sets
+from handvae.score.reports import write_report
+
+
+def run_scoring(
+    dataset: str,
+    real: DataSources,
+    out_dir: str,
+    training: JudgeTraining = REFERENCE,
+    seeds: tuple[int, ...] = REFERENCE_SEEDS,
+) -> dict:
+    """Score the generated data set at `dataset` against the real data of `real`; write and return
+    the report. `training` and `seeds` are the reference classifier's (the command always uses
+    REFERENCE and REFERENCE_SEEDS; tests give a smaller budget)."""
+    generated_sources = DataSources(dataset=dataset)
+    inputs = (*source_locations(generated_sources), *source_locations(real))
+    with outputs.folder_output(out_dir, "score", inputs) as staged:  # checked, writable and locked before Ray starts
+        report = _score(generated_sources, real, training, seeds)
+        write_report(staged.path, report)
+        staged.manifest.update({"dataset": dataset})
+    return report
+
+
+def _score(generated_sources: DataSources, real: DataSources, training: JudgeTraining, seeds: tuple[int, ...]) -> dict:
+    init_ray(extra_cpus=len(TRAINING_SETS))
+    dataset = generated_sources.dataset
+    generated = to_tensors(read_split(generated_sources, None))  # all of it: both splits
+    real_train, real_test = (to_tensors(read_split(real, split)) for split in ("train", "test"))
+    for name, (images, _) in (
+        (f"generated data set {dataset}", generated),
+        ("real training split", real_train),
+        ("real test split", real_test),
+    ):
+        if len(images) == 0:
+            raise DataError(f"{name}: holds no images")
+    missing = sorted(set(range(NUM_CLASSES)) - set(generated[1].unique().tolist()))
+    if missing:
+        raise DataError(f"{dataset}: holds no images of labels {missing}; CAS needs every class of the real test split")
+
+    started = time.perf_counter()
+    test = ray.put(real_test)
+    sets = training_sets(real_train, generated)
+    stored = {name: ray.put(sets[name]) for name in TRAINING_SETS}
+    runs = {
+        name: [_train_and_test.remote(stored[name], test, replace(training, seed=seed)) for seed in seeds]
+        for name in TRAINING_SETS
+    }
+    return {
+        "dataset": dataset,
+        "real": real.describe(),
+        "images": {"generated": len(generated[1]), "real_train": len(real_train[1]), "real_test": len(real_test[1])},
+        **summarize({name: ray.get(refs) for name, refs in runs.items()}, seeds, training),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+@ray.remote(num_cpus=1)
+def _train_and_test(
+    train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], training: JudgeTraining
+) -> dict[str, float]:
+    torch.set_num_threads(1)  # one CPU per task, as reserved
+    return train_and_test(train, test, training)

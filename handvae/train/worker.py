@@ -1,0 +1,222 @@
+"""The training job's worker side: the loop each Ray Train worker (DDP rank) runs, and its two feeds.
+
+Two ways to feed the workers (`TrainConfig.data_feed`; the driver prints which it takes):
+- in memory (raw sources, and data set folders up to IN_MEMORY_LIMIT_BYTES of images): the driver
+  reads and validates the data once; each worker loads the train and test sets through
+  `get_dataset_shard` into memory (uint8, 55 MB per 70k images), sorted by a stable key, on its
+  device (a GPU holds them: no batch is copied from the host). Every epoch all ranks draw the same
+  permutation from (seed, epoch) and take disjoint, equal slices.
+- streaming (larger data set folders): the driver reads only the files' footers; every epoch each
+  worker reads its own share of the rows itself (`handvae.data.folders.read_slices`), shuffled by
+  units and in bounded windows (`handvae.data.streaming`), and never holds more than a window.
+Either way every rank runs the same number of steps (no all-reduce hang), the rows dropped to keep
+ranks equal are fewer than the workers, and the weights depend only on the seed and the worker
+count. The sampling noise is seeded from (seed, epoch, rank) (`handvae.rng`), so a run resumed from
+a checkpoint continues exactly as if it had never stopped. The class latent means
+(`VAE.class_latent_means`) are summed in the last epoch's own forward passes and all-reduced, so the
+last checkpoint, and the model file exported from it, carry them.
+"""
+
+import json
+import logging
+import os
+import tempfile
+import time
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from handvae import rng, storage
+from handvae.data import folders
+from handvae.data.sources import sorted_tensors
+from handvae.data.streaming import epoch_slices, in_order_batches, shuffled_batches
+from handvae.errors import DataError
+from handvae.formats.checkpoints import FAULT_MARKER, METRICS_FILE, RunCheckpoints, TrainingState
+from handvae.model.steps import epoch_figures, epoch_order, evaluate_batches, latent_means, train_steps
+from handvae.model.vae import VAE
+from handvae.train.config import TrainConfig
+
+EVAL_BATCH = 1024
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    logging.getLogger().setLevel(logging.WARNING)  # Train's per-report INFO lines; our own line follows
+    config = TrainConfig.from_dict(loop_config["config"])
+    run_dir = loop_config["run_dir"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+
+    rng.seed_global(config.seed)  # identical initial weights on every rank
+    model = VAE(config.model).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    start_epoch, history = 1, []
+    # The newest readable checkpoint in the run folder, not ray.train.get_checkpoint(): that is the
+    # latest only, damaged or not (the driver has named any damaged one). After a worker failure
+    # in this run, the newest is the one this run wrote last.
+    resume = RunCheckpoints(run_dir).latest(quiet=True)
+    if resume:
+        _, state = resume
+        state.restore(model, optimizer)
+        start_epoch, history = state.epoch + 1, list(state.history)
+    ddp_model = ray.train.torch.prepare_model(model)
+
+    started = time.perf_counter()
+    folder = loop_config["folder"]
+    feed = StreamingFeed(folder, config, rank, world) if folder else InMemoryFeed(config, rank, world, device)
+    if rank == 0:
+        print(
+            f"{'streaming' if folder else 'loaded'} {feed.train_rows} train and {feed.test_rows} test images in "
+            f"{time.perf_counter() - started:.1f}s; {world} worker(s), {feed.per_rank} images and "
+            f"{-(-feed.per_rank // config.batch_size)} steps per worker per epoch"
+            + (
+                f"; {feed.train_rows - feed.per_rank * world} image(s) left out each epoch to keep the workers equal"
+                if feed.train_rows % world
+                else ""
+            ),
+            flush=True,
+        )
+
+    scalars = _tensorboard_writer(run_dir) if config.tensorboard and rank == 0 else None
+    for epoch in range(start_epoch, config.epochs + 1):
+        rng.seed_training_step(config.seed, epoch, rank)  # sampling noise, augmentation
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate_at(epoch)
+        last = epoch == config.epochs
+        latent_sums = (
+            torch.zeros(config.model.num_classes, config.model.num_latent + 1, dtype=torch.float64, device=device)
+            if last
+            else None
+        )
+        started = time.perf_counter()
+        train_sums = train_steps(ddp_model, optimizer, feed.train_batches(epoch), epoch, config, latent_sums)
+        train_seconds = time.perf_counter() - started
+        eval_sums = evaluate_batches(model, feed.test_batches())
+        if last:
+            model.class_latent_means.copy_(latent_means(_all_sum(latent_sums)))
+        record = {"epoch": epoch, **epoch_figures(_all_sum(train_sums), _all_sum(eval_sums))}
+        record["images_per_second"] = record["train_images"] / train_seconds
+        history.append(record)
+        if rank == 0:
+            print(_progress_line(record, config), flush=True)
+            storage.write_bytes(
+                storage.join(run_dir, METRICS_FILE), "".join(json.dumps(r) + "\n" for r in history).encode()
+            )
+            if scalars:
+                for name, value in record.items():
+                    scalars.add_scalar(name, value, epoch)
+                scalars.flush()
+            _fault_drill(config, epoch, run_dir)
+        if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
+            _report_with_checkpoint(record, rank, model, optimizer, epoch, config, history)
+        else:
+            ray.train.report(record)
+
+
+class InMemoryFeed:
+    """The whole train and test sets in this worker, sorted by a stable key; each epoch a slice of
+    the epoch's permutation (see the module docstring)."""
+
+    def __init__(self, config: TrainConfig, rank: int, world: int, device: torch.device):
+        self.config, self.rank, self.world = config, rank, world
+        self.images, self.labels = _load_sorted(ray.train.get_dataset_shard("train"), device)
+        test_images, test_labels = _load_sorted(ray.train.get_dataset_shard("test"), device)
+        # Disjoint slices: with all ranks' counts summed, every test image counts exactly once.
+        self.test_images, self.test_labels = test_images[rank::world], test_labels[rank::world]
+        self.train_rows, self.test_rows, self.per_rank = len(self.labels), len(test_labels), len(self.labels) // world
+        _check_share(self.train_rows, world)
+
+    def train_batches(self, epoch: int):
+        order = epoch_order(self.labels.cpu(), self.config, epoch)[
+            self.rank : self.per_rank * self.world : self.world
+        ].to(self.labels.device)
+        return ((self.images[index], self.labels[index]) for index in order.split(self.config.batch_size))
+
+    def test_batches(self):
+        return (
+            (self.test_images[s : s + EVAL_BATCH], self.test_labels[s : s + EVAL_BATCH])
+            for s in range(0, len(self.test_labels), EVAL_BATCH)
+        )
+
+
+class StreamingFeed:
+    """This worker's share of a data set folder, read by the worker itself every epoch (see
+    `handvae.data.streaming`): the train rows shuffled, the test rows in order."""
+
+    def __init__(self, plan: folders.FolderPlan, config: TrainConfig, rank: int, world: int):
+        self.plan, self.config, self.rank, self.world = plan, config, rank, world
+        self.train_rows, self.test_rows = plan.rows("train"), plan.rows("test")
+        self.per_rank = self.train_rows // world
+        _check_share(self.train_rows, world)
+
+    def train_batches(self, epoch: int):
+        seed = self.config.seed
+        slices = epoch_slices([u.rows[0] for u in self.plan.units], self.world, self.rank, seed, epoch)
+        return shuffled_batches(
+            folders.read_slices(self.plan, "train", slices), self.config.batch_size, seed, epoch, self.rank
+        )
+
+    def test_batches(self):
+        slices = epoch_slices(
+            [u.rows[1] for u in self.plan.units], self.world, self.rank, self.config.seed, 0, shuffle=False
+        )
+        return in_order_batches(folders.read_slices(self.plan, "test", slices), EVAL_BATCH)
+
+
+def _check_share(train_rows: int, world: int) -> None:
+    if train_rows < world:
+        raise DataError(f"{train_rows} training images cannot be shared by {world} workers")
+
+
+def _load_sorted(shard, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = sorted_tensors(shard.iter_torch_batches(batch_size=8192))
+    return images.to(device), labels.to(device)
+
+
+def _all_sum(sums: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        sums = sums.to(ray.train.torch.get_device()) if dist.get_backend() == "nccl" else sums
+        dist.all_reduce(sums)
+    return sums.cpu()
+
+
+def _report_with_checkpoint(record, rank, model, optimizer, epoch, config, history) -> None:
+    """Rank 0 saves; every rank reports, because report is a barrier."""
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint = None
+        if rank == 0:
+            state = TrainingState(
+                model.state_dict(), optimizer.state_dict(), epoch, history, config.to_dict(), config.seed
+            )
+            state.save(directory)
+            checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(record, checkpoint=checkpoint)
+
+
+def _fault_drill(config: TrainConfig, epoch: int, run_dir: str) -> None:
+    marker = storage.join(run_dir, FAULT_MARKER)
+    if config.fail_once_at_epoch == epoch and storage.read_bytes(marker) is None:
+        storage.write_bytes(marker, b"")
+        raise RuntimeError(f"fault drill: rank 0 fails once at the end of epoch {epoch}")
+
+
+def _progress_line(record: dict, config: TrainConfig) -> str:
+    detail = (
+        f"detail_recon_loss {record['detail_recon_loss']:.4f}  detail_kl_loss {record['detail_kl_loss']:.2f}  "
+        if config.model.detail_latent
+        else ""
+    )
+    return (
+        f"epoch {record['epoch']}/{config.epochs}  cat_loss {record['cat_loss']:.4f}  recon_loss {record['recon_loss']:.4f}  "
+        f"kl_loss {record['kl_loss']:.3f}  {detail}test_accuracy {record['test_accuracy']:.2%}  "
+        f"recon_accuracy {record['recon_accuracy']:.2%}  {record['images_per_second']:.0f} images/s"
+    )
+
+
+def _tensorboard_writer(run_dir: str):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=os.path.join(run_dir, "tensorboard"))
