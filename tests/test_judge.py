@@ -47,6 +47,23 @@ def test_the_judge_learns_and_its_file_round_trips(tmp_path):
         load_judge(str(tmp_path / "bad.pt"))
 
 
+def test_a_judge_file_on_s3_round_trips_and_an_older_judge_file_still_loads(s3_bucket, tmp_path):
+    """The judge shares the model files' contract: read and written through storage (a URI too), and
+    judge files written before it ({"format", "state", "metadata"}) still load."""
+    torch.manual_seed(0)
+    judge, x = Judge().eval(), judge_inputs(torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8))
+    save_judge(f"{s3_bucket}/judges/judge.pt", judge, {"note": "on s3"})
+    loaded, metadata = load_judge(f"{s3_bucket}/judges/judge.pt")
+    assert metadata == {"note": "on s3"} and torch.equal(loaded(x), judge(x))
+    with pytest.raises(ModelFileError, match="judges/absent.pt: judge file not found"):
+        load_judge(f"{s3_bucket}/judges/absent.pt")
+    torch.save(
+        {"format": "handvae.judge", "state": judge.state_dict(), "metadata": {"note": "old"}}, tmp_path / "old.pt"
+    )
+    old, metadata = load_judge(str(tmp_path / "old.pt"))
+    assert metadata == {"note": "old"} and torch.equal(old(x), judge(x))
+
+
 def test_assessment_compares_generated_with_real_per_character():
     class Always3(Judge):
         def forward(self, x):
