@@ -1,5 +1,5 @@
-"""CAS of drawing choices on one trained model: the runs behind the README's table of what was
-tried to raise the Classification Accuracy Score (`handvae.score.cas`); and what the real training images
+"""CAS of drawing choices on one trained model: the runs behind the table of what was tried (in
+docs/results/experiment-log.md) to raise the Classification Accuracy Score (`handvae.score.cas`); and what the real training images
 themselves give as a "generated" set, the yardstick for the augmentation gain.
 
 Run (from the repo root, venv active; about 7 minutes per variant and seed on a 2-core machine):
@@ -9,10 +9,10 @@ Run (from the repo root, venv active; about 7 minutes per variant and seed on a 
     python experiments/cas_drawings.py --mnist-dir ../shared/data/mnist \
         --letters-csv "../shared/data/az_letters/A_Z Handwritten Data.csv" --variants copies copies-affine copies-elastic --seeds 0 1 2 3
 
-Each variant draws 2,000 random styles of the real training split x 36 characters (the README's
+Each variant draws 2,000 random styles of the real training split x 36 characters (the experiment log's
 `handvae generate --split train --num-styles 2000`, drawn in this process) and trains the reference
 classifier (`handvae.score.cas.REFERENCE`, with each of --seeds: by default `REFERENCE_SEEDS`, as
-`handvae score`; the README's rows were measured with `--seeds 0`) on the generated characters and
+`handvae score`; the experiment log's rows were measured with `--seeds 0`) on the generated characters and
 on real + generated; the classifier trained on the real split alone is trained once per seed. All
 are tested on the real test split.
 """

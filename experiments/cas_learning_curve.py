@@ -15,7 +15,7 @@ Run (from the repo root, venv active; about 5 minutes a training, two at once on
         --letters-csv "../shared/data/az_letters/A_Z Handwritten Data.csv" --letters 0.125 0.25 0.5 --digits 0.75
 
 It ends with the gain of the mean accuracy per class per doubling of the letters' images between
-the fractions, and with what 2,000 new real images of each letter (the size of the README's data
+the fractions, and with what 2,000 new real images of each letter (the size of the default recipe's data
 set, `handvae generate --split train --num-styles 2000`) would add if the curve went on flattening
 as its last two steps did (`ceiling`): what a generator whose letters were as good as new real ones
 would reach.
@@ -33,7 +33,9 @@ from cas_drawings import real_splits, train_and_test_on_one_core  # the experime
 from handvae.labels import NUM_CLASSES, NUM_DIGITS
 from handvae.score.cas import REFERENCE, REFERENCE_SEEDS, class_means
 
-DRAWINGS_PER_CLASS = 2000  # `handvae generate --split train --num-styles 2000`: the README's data set
+DRAWINGS_PER_CLASS = (
+    2000  # `handvae generate --split train --num-styles 2000`: the default recipe's data set (docs/results/recipes.md)
+)
 
 
 def subset(train: tuple[torch.Tensor, torch.Tensor], letters: float, digits: float, seed: int = 0):

@@ -1,7 +1,7 @@
 """How new a generated data set's drawings are: each drawing's distance to the real sample whose
 style it was drawn in, against the distance between two real samples of one class.
 
-Run (from the repo root, venv active; about 30 s for the README's data set on 2 cores):
+Run (from the repo root, venv active; about 30 s for the default recipe's data set, docs/results/recipes.md, on 2 cores):
 
     python experiments/novelty.py --dataset runs/recipe-handvae/generated --mnist-dir ../shared/data/mnist \
         --letters-csv "../shared/data/az_letters/A_Z Handwritten Data.csv"

@@ -261,7 +261,7 @@ def _pids_mentioning(text: str) -> list[int]:
 
 
 def submit(env: dict, submission_id: str, script: str, *args: str) -> subprocess.CompletedProcess:
-    """The README's command: waits for the job, streaming its logs; exit status 0 if it succeeded."""
+    """docs/cluster.md's command (Jobs): waits for the job, streaming its logs; exit status 0 if it succeeded."""
     return ray_cli(
         "job",
         "submit",
