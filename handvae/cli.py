@@ -13,9 +13,8 @@ import typer
 
 from handvae import storage
 from handvae.cli_support import INTERRUPTED, ActorCount, ActorGpu, ModelFile, reports_user_errors, with_data_flags
-from handvae.errors import DataError
+from handvae.errors import DataError, ModelFileError, check_path
 from handvae.labels import CHARSET
-from handvae.train.config import DEFAULT_PRESET
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Supervised-VAE handwriting: data, training, generation on Ray."
@@ -27,9 +26,10 @@ app = typer.Typer(
 @with_data_flags(dataset=True)
 def data(sources):
     """Read and validate every row, then print rows per source, split and class."""
-    from handvae.data.sources import read_split, summarize
+    from handvae.data.sources import plan_sources_folder, read_split, summarize
     from handvae.runtime import init_ray
 
+    plan_sources_folder(sources)  # a data set folder's footers: a bad or empty one fails before Ray starts
     init_ray()
     summary = summarize(read_split(sources, None))
     if sources.is_sample:
@@ -58,6 +58,7 @@ def prepare(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing folder.")] = False,
 ):
     """Convert the raw sources once to parquet shards (one folder per split) that later runs read faster."""
+    check_path("--out", out)
     from handvae.data.prepare import prepare as prepare_parquet
 
     if not (sources.letters_csv or sources.mnist_dir):
@@ -78,8 +79,8 @@ def train(
         ),
     ] = None,
     preset: Annotated[
-        str, typer.Option("--preset", help="Named recipe: `handvae` (the default) or `seed` (the notebook's).")
-    ] = DEFAULT_PRESET,
+        str | None, typer.Option("--preset", help="Named recipe: `handvae` (the default) or `seed` (the notebook's).")
+    ] = None,
     config_file: Annotated[
         str | None, typer.Option("--config", help="TOML or JSON file of TrainConfig fields.")
     ] = None,
@@ -112,8 +113,9 @@ def train(
     """Train the VAE with Ray Train (DDP); the same command again resumes from the latest checkpoint."""
     from datetime import datetime
 
-    from handvae.train.config import resolve_config
-    from handvae.train.driver import run_training
+    for flag, value in (("--config", config_file), ("--storage-path", storage_path), ("--run-name", run_name)):
+        check_path(flag, value)
+    from handvae.train.config import DEFAULT_PRESET, resolve_config
 
     overrides = dict(
         epochs=epochs,
@@ -129,8 +131,10 @@ def train(
         report=report,
         data_feed=data_feed,
     )
-    config = resolve_config(preset, config_file, overrides)
+    config = resolve_config(preset or DEFAULT_PRESET, config_file, overrides)
     run_name = run_name or datetime.now().strftime("train-%Y%m%d-%H%M%S")
+    from handvae.train.driver import run_training
+
     try:
         result = run_training(config, sources, run_name, storage_path)
         if config.report:
@@ -177,6 +181,9 @@ def evaluate(
     ] = 10,
 ):
     """The seed's accuracy figures and plots for a model on a split, as a report folder."""
+    for flag, value in (("--model", model), ("--out", out), ("--judge", judge)):
+        check_path(flag, value)
+    storage.require(model, "model file", ModelFileError)
     from handvae.evaluate.driver import EvalOptions, run_evaluation
 
     options = EvalOptions(
@@ -198,6 +205,7 @@ def train_judge_command(
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ):
     """Train the separate classifier that judges generated characters, on real training images only."""
+    check_path("--out", out)
     from handvae.evaluate.train_judge import run_judge_training
     from handvae.model.judge import JudgeTraining
 
@@ -279,12 +287,15 @@ def generate(
     ] = 100_000,
 ):
     """Draw characters in the styles of handwriting samples, as a parquet data set."""
-    from handvae.generate.driver import GenerateOptions, run_generation
+    from handvae.generate.options import GenerateOptions
 
+    for flag, value in (("--model", model), ("--out", out), *(("--style-images", path) for path in style_images or ())):
+        check_path(flag, value)
     if text is not None and chars != CHARSET:
         raise DataError("give --chars or --text, not both")
     if style_images and not sources.is_sample:
         raise DataError("give --style-images or data flags for the styles, not both")
+    storage.require(model, "model file", ModelFileError)
     options = GenerateOptions(
         chars=chars,
         text=text,
@@ -303,6 +314,8 @@ def generate(
         use_gpu=use_gpu,
         rows_per_file=rows_per_file,
     )
+    from handvae.generate.driver import run_generation
+
     manifest = run_generation(model, sources, out, options)
     typer.echo(
         f"wrote {manifest['rows']:,} images in {manifest['styles']:,} styles to {storage.absolute(out)} (files: {manifest['data_dir']}/, contact sheet: sheet.png)"
@@ -321,6 +334,8 @@ def score(
 ):
     """Classification Accuracy Score: a reference classifier trained on the generated data, on real +
     generated, and on real data alone, each with three seeds, tested on the real test split of the data flags."""
+    for flag, value in (("--dataset", dataset), ("--out", out)):
+        check_path(flag, value)
     from handvae.score.driver import run_scoring
     from handvae.score.reports import summary
 

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from handvae.errors import user_error
+from handvae import storage
+from handvae.errors import SEED_MAX, DataError, check_int, check_path, user_error
 
 # The data flags, declared once: `with_data_flags` adds them to a command, which gets `sources`.
 _DATA_FLAGS = {
@@ -85,10 +86,10 @@ def with_data_flags(dataset: bool = False):
 
         @functools.wraps(command)
         def wrapper(**kwargs):
-            from handvae.data.kaggle_csv import inspect_csv
+            given = {name: kwargs.pop(name) for name in flags}
+            check_data_flags(given)
             from handvae.data.sources import DataSources
 
-            given = {name: kwargs.pop(name) for name in flags}
             sources = DataSources(
                 letters_csv=given["letters_csv"],
                 mnist_dir=given["mnist_dir"],
@@ -97,8 +98,6 @@ def with_data_flags(dataset: bool = False):
                 split_seed=given["split_seed"],
                 dataset=given.get("dataset"),
             )
-            if sources.letters_csv:
-                inspect_csv(sources.letters_csv)
             return command(sources=sources, **kwargs)
 
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + added
@@ -107,6 +106,34 @@ def with_data_flags(dataset: bool = False):
         return wrapper
 
     return decorate
+
+
+def check_data_flags(given: dict) -> None:
+    """What the data flags name, checked before torch and Ray are imported (seconds): an empty
+    path, a seed out of range, a missing, unreadable, binary or header-only CSV, a folder that is a
+    file. Never a fallback to the bundled sample for an empty path."""
+    from handvae.data.kaggle_csv import inspect_csv
+
+    for name in ("letters_csv", "mnist_dir", "prepared", "dataset"):
+        check_path(f"--{name.replace('_', '-')}", given.get(name))
+    check_int("--split-seed", given["split_seed"], 0, SEED_MAX)
+    if given["letters_csv"] is not None:
+        inspect_csv(given["letters_csv"])
+    for flag in ("--dataset", "--prepared"):
+        folder = given.get(flag.strip("-"))
+        if folder is not None:
+            storage.require(
+                folder,
+                f"data set folder ({flag}: written by `handvae prepare` or `handvae generate`)",
+                DataError,
+                folder=True,
+            )
+    if given["mnist_dir"] is not None and storage.is_file(
+        given["mnist_dir"]
+    ):  # a missing one: the reader says what it expected
+        raise DataError(
+            f"{given['mnist_dir']}: a file, expected the MNIST folder (--mnist-dir: ROOT/MNIST/raw/*-ubyte[.gz])"
+        )
 
 
 ModelFile = Annotated[str, typer.Option("--model", help="A model file written by `handvae train`: a path or URI.")]

@@ -6,9 +6,10 @@ an argument over 100 KB goes through the object store, where a restarted actor c
 finding it (ray-project/ray#53727), while the file stays put and a restarted actor reloads it. On a
 cluster the actors run on other nodes, so the model file must be a URI (s3://..., where a cluster's
 training run writes it) or a path that every node sees (a shared mount). Ray Data 2.60 itself still
-logs "Actor ... has constructor arguments in the object store" once per actor pool, for its own
-context and transformer refs (ray-project/ray#57733); map_batches(max_restarts=0) would silence it
-at the cost of actor restarts, which we keep.
+makes the core worker log "Actor ... has constructor arguments in the object store" for its own
+context and transformer refs, whatever the arguments are; map_batches(max_restarts=0) would
+silence it at the cost of actor restarts, which we keep, and the callers run their pools inside
+`handvae.runtime.hiding_actor_restart_notice`, which keeps that line off the terminal.
 """
 
 import os

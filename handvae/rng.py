@@ -37,7 +37,7 @@ def seed_global(seed: int) -> None:
 def seed_training_step(seed: int, epoch: int, rank: int) -> None:
     """Seeds torch's global generator for one rank's epoch (sampling noise, augmentation, teacher
     forcing): a function of (seed, epoch, rank), so a resumed run continues exactly."""
-    torch.manual_seed((seed * 1_000_003 + epoch) * 10_007 + rank)
+    torch.manual_seed(((seed * 1_000_003 + epoch) * 10_007 + rank) % 2**64)  # torch takes 64 bits; seeds < 2**32 fit
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

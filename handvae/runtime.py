@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -109,6 +110,52 @@ def keeping_sigint_handler():
         yield
     finally:
         signal.signal(signal.SIGINT, handler)
+
+
+_ACTOR_RESTART_NOTICE = b"has constructor arguments in the object store and max_restarts > 0"
+
+
+@contextlib.contextmanager
+def hiding_actor_restart_notice():
+    """Keeps one line of Ray's out of the terminal while Ray Data starts an actor pool: its core
+    worker's ERROR "Actor with class name: 'MapWorker(...)' ... has constructor arguments in the
+    object store and max_restarts > 0" (ray-project/ray#53727), which reads as a failure at the end
+    of a run that succeeded.
+
+    It cannot be avoided by what we pass: Ray Data 2.60 creates every map actor with its own
+    DataContext and map transformer as object refs (ActorPoolMapOperator._start_actor: ctx=...,
+    map_transformer=...), and the core worker logs that line, once per process, for any actor
+    created with a by-reference argument and max_restarts != 0. Only map_batches(max_restarts=0)
+    silences it, which would give up the actor restarts that Ray Data turns on (-1) by default.
+    The C++ logger writes to file descriptor 2, so for the duration the descriptor is a pipe that a
+    thread copies to the real stderr, line by line, less that line. Ray logs it once per process:
+    the first actor pool is all that needs covering."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def copy():
+        pending = b""
+        while chunk := os.read(read_end, 65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            kept = b"".join(line + b"\n" for line in lines if _ACTOR_RESTART_NOTICE not in line)
+            if kept:
+                os.write(saved, kept)
+        if pending and _ACTOR_RESTART_NOTICE not in pending:
+            os.write(saved, pending)
+        os.close(read_end)
+
+    thread = threading.Thread(target=copy, name="handvae-stderr", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last writer closes: the thread copies what is left and ends
+        thread.join(timeout=10)
+        os.close(saved)
 
 
 def quiet_worker() -> None:

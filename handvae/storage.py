@@ -30,6 +30,23 @@ def resolve(path_or_uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(path_or_uri)
 
 
+def require(path_or_uri: str, what: str, error: type[Exception], folder: bool = False) -> None:
+    """`error` unless the path is an existing file (a folder with `folder`): what a command checks
+    first, cheaply, before it imports torch or starts Ray. Names the path and what was expected."""
+    try:
+        fs, path = resolve(path_or_uri)
+        found = fs.get_file_info(path).type
+    except (OSError, ValueError) as exc:  # an unknown scheme, credentials refused, a network error
+        raise error(f"{path_or_uri}: cannot read the {what} ({exc})") from None
+    wanted, other = (
+        (pafs.FileType.Directory, pafs.FileType.File) if folder else (pafs.FileType.File, pafs.FileType.Directory)
+    )
+    if found == other:
+        raise error(f"{path_or_uri}: a {'file' if folder else 'folder'}, expected the {what}")
+    if found != wanted:
+        raise error(f"{path_or_uri}: {what} not found")
+
+
 def write_bytes(path_or_uri: str, data) -> None:
     """Replace the file whole, in one step a reader cannot see half of: on an object store one PUT
     (an object appears when its upload completes), locally a temporary file and a rename."""
@@ -45,6 +62,10 @@ def write_bytes(path_or_uri: str, data) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, path_or_uri)
+    except OSError as exc:
+        if exc.filename is None:  # a failed write (a full disk) names no file: name the one being written
+            raise OSError(exc.errno, exc.strerror, path_or_uri) from exc
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

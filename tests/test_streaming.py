@@ -304,7 +304,7 @@ def _bad_folders(tmp_path, letters):
     write_generated(tmp_path / "badlabel", images, out_of_range, files=1)
     write_generated(tmp_path / "wide", images, labels, files=1, pixels_type=pa.binary(784 * 2))
     return {
-        "absent": (tmp_path / "absent", "absent: no such folder"),
+        "absent": (tmp_path / "absent", "absent: data set folder (--dataset"),
         "unfinished": (tmp_path / "unfinished", "unfinished: no _SUCCESS marker"),
         "nolabel": (tmp_path / "nolabel", "nolabel/data/part-00000.parquet: no `label` column"),
         "badlabel": (tmp_path / "badlabel", "badlabel/data/part-00000.parquet, row 7: label 36 is outside 0-35"),

@@ -115,7 +115,7 @@ def test_stopped_after_epoch_2_resumes_at_epoch_3_and_a_failed_worker_is_retried
 @pytest.mark.parametrize(
     "flags,message",
     [
-        (["--batch-size", "0"], "batch_size must be an integer >= 1"),
+        (["--batch-size", "0"], "batch_size must be an integer in [1, 1,000,000,000], got 0"),
         (["--learning-rate", "2"], "learning_rate must be a number in (0, 1)"),
         (["--preset", "nope"], "unknown preset 'nope'"),
         (["--num-workers", "64"], "--num-workers 64: this machine has"),

@@ -103,7 +103,18 @@ def hashed_split(file: str, rows: np.ndarray, seed: int, test_fraction: float) -
 def plan_folder(directory: str, split_seed: int = 0, test_fraction: float = 0.2) -> FolderPlan:
     """Check the folder and every file's schema; count each row group's rows per split."""
     fs, root = storage.resolve_input(directory)
+    try:
+        return _plan_folder(fs, root, directory, split_seed, test_fraction)
+    except OSError as exc:  # an object store refusing the credentials, a network error, permissions
+        raise DataError(
+            f"{directory}: cannot be read ({exc}); check the path, or for a URI the credentials (AWS_* variables, ...)"
+        ) from None
+
+
+def _plan_folder(fs: pafs.FileSystem, root: str, directory: str, split_seed: int, test_fraction: float) -> FolderPlan:
     info = fs.get_file_info(root)
+    if info.type == pafs.FileType.File:
+        raise DataError(f"{directory}: a file, expected a folder ({WHAT})")
     if info.type != pafs.FileType.Directory:
         raise DataError(f"{directory}: no such folder (expected {WHAT})")
     if fs.get_file_info(f"{root}/{SUCCESS_MARKER}").type != pafs.FileType.File:
@@ -136,7 +147,11 @@ def plan_folder(directory: str, split_seed: int = 0, test_fraction: float = 0.2)
         for group in range(parquet.num_row_groups):
             count = parquet.metadata.row_group(group).num_rows
             if has_split:
-                splits = parquet.read_row_group(group, columns=["split"]).column(0).to_numpy(zero_copy_only=False)
+                stored_splits = parquet.read_row_group(group, columns=["split"]).column(0)
+                if stored_splits.null_count:
+                    row = first + pc.index(pc.is_null(stored_splits), True).as_py()
+                    raise DataError(f"{path}, row {row}: `split` is null; expected {' or '.join(SPLITS)}")
+                splits = stored_splits.to_numpy(zero_copy_only=False)
             else:
                 splits = hashed_split(file, np.arange(first, first + count), split_seed, test_fraction)
             unknown = set(np.unique(splits).tolist()) - set(SPLITS)
@@ -144,8 +159,8 @@ def plan_folder(directory: str, split_seed: int = 0, test_fraction: float = 0.2)
                 raise DataError(f"{path}: split values {sorted(map(str, unknown))}; expected {' or '.join(SPLITS)}")
             units.append(Unit(file, group, first, (int((splits == "train").sum()), int((splits == "test").sum()))))
             first += count
-    if not units:
-        raise DataError(f"{directory}: no rows in its parquet files (expected {WHAT})")
+    if not sum(sum(unit.rows) for unit in units):
+        raise DataError(f"{directory}: its parquet files hold no rows (expected {WHAT})")
     return FolderPlan(plan_root, prepared, image_column, split_column, split_seed, test_fraction, tuple(units))
 
 
@@ -257,6 +272,11 @@ def _records(table: pa.Table, plan: FolderPlan, file: str, path: str, first: int
     bad = np.flatnonzero((values < 0) | (values >= NUM_CLASSES))
     if bad.size:
         raise DataError(f"{path}, row {rows[bad[0]]}: label {values[bad[0]]} is outside 0-{NUM_CLASSES - 1}")
+    for name in stored:
+        if table.column(name).null_count:
+            raise DataError(
+                f"{path}: {table.column(name).null_count} values of `{name}` are null; expected every record's provenance"
+            )
     splits = (
         table.column("split")
         if plan.split_column
@@ -294,6 +314,11 @@ def _list_files(fs: pafs.FileSystem, root: str, directory: str, manifest: dict) 
             isinstance(f, str) and f and not f.startswith("/") and ".." not in f.split("/") for f in files
         ):
             raise DataError(f"{directory}/{MANIFEST}: `files` must be a list of parquet paths relative to the folder")
+        twice = sorted({file for file in files if files.count(file) > 1})
+        if twice:
+            raise DataError(
+                f"{directory}/{MANIFEST}: lists {twice[0]} {files.count(twice[0])} times; each file may be listed once (its rows would count twice)"
+            )
         for file in files:
             if fs.get_file_info(f"{root}/{file}").type != pafs.FileType.File:
                 raise DataError(f"{directory}/{file}: listed in {MANIFEST} but missing")

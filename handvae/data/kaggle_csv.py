@@ -32,6 +32,7 @@ _INTEGER = re.compile(rb'\s*"?-?\d+"?\s*')  # what pyarrow accepts as an integer
 _PANDAS_NAME = re.compile(rb"(\d+)(?:\.(\d+))?")  # pandas' names for a re-saved integer row: "0", "0.1", ...
 _COLUMN_NAMES = [f"c{i}" for i in range(NUM_FIELDS)]
 _BOM = b"\xef\xbb\xbf"
+_BINARY = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # control bytes no text CSV holds
 _ONE_RANGE = 1 << 62
 # Compressed formats pyarrow decompresses, by magic bytes; and archives it does not read.
 _CODECS = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\x04\x22\x4d\x18", "lz4"))
@@ -96,6 +97,11 @@ def inspect_csv(path: str) -> CsvHead:
     head = head[len(_BOM) :] if bom else head
     if not head.strip():
         raise DataError(f"{path}: the letters CSV has no data (expected lines of {EXPECTED})")
+    binary = _BINARY.search(head)
+    if binary:
+        raise DataError(
+            f"{path}: not a text file (byte {binary.start() + 1} is {binary.group()!r}); expected the letters CSV: lines of {EXPECTED}"
+        )
     if b"\n" not in head and not whole:
         raise DataError(f"{path}, line 1: longer than {_HEAD_BYTES} bytes (expected {EXPECTED})")
     first_line, _, rest = head.partition(b"\n")

@@ -22,7 +22,7 @@ from ray.data.extensions import ArrowTensorArray
 from handvae.data import folders, kaggle_csv, mnist_idx
 from handvae.data.folders import order_keys
 from handvae.data.records import IMAGE_PIXELS, SPLITS, Batch, select
-from handvae.errors import DataError
+from handvae.errors import SEED_MAX, DataError, OutputError, check_int
 from handvae.formats.dataset_folder import unpack_images
 from handvae.labels import NUM_CLASSES
 
@@ -63,6 +63,7 @@ class DataSources:
             )
         if self.download and not self.mnist_dir:
             raise DataError("--download needs --mnist-dir: the folder to download MNIST into")
+        check_int("--split-seed", self.split_seed, 0, SEED_MAX)
         if not 0.0 < self.test_fraction < 1.0:
             raise DataError(f"test_fraction must be between 0 and 1, got {self.test_fraction}")
         if self.csv_chunk_bytes is not None and self.csv_chunk_bytes < 1:
@@ -110,6 +111,10 @@ def read_letters_csv(path: str, splits: tuple[str, ...], sources: DataSources) -
 
 class BadInputError(DataError, UserCodeException):
     """A DataError raised inside a Ray Data task: Ray reports it as the user's error, not as a Ray bug."""
+
+
+class BadOutputError(OutputError, UserCodeException):
+    """An OutputError raised inside a Ray Data task (a write to a full disk): the user's, as BadInputError."""
 
 
 class LettersCsvDatasource(Datasource):

@@ -30,8 +30,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from handvae import storage
 from handvae.data.records import IMAGE_SIDE
-from handvae.data.sources import DataSources, read_split, source_locations
-from handvae.errors import ConfigError, DataError
+from handvae.data.sources import DataSources, plan_sources_folder, read_split, source_locations
+from handvae.errors import COUNT_MAX, SEED_MAX, DataError, check_int
 from handvae.evaluate.metrics import EvaluationMetrics
 from handvae.evaluate.reports import write_report
 from handvae.evaluate.worker import Evaluator
@@ -43,6 +43,7 @@ from handvae.labels import NUM_CLASSES
 from handvae.model.drawing import Drawing
 from handvae.model.judge import assess_generation, judge_predictions
 from handvae.rng import mix64
+from handvae.runtime import hiding_actor_restart_notice
 
 
 @dataclass(frozen=True)
@@ -63,57 +64,61 @@ class EvalOptions:
     """With a judge: real images of each class whose styles are decoded as all 36 characters."""
 
     def __post_init__(self):
-        if self.num_workers is not None and self.num_workers < 1:
-            raise ConfigError(f"num_workers must be >= 1, got {self.num_workers}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be >= 0, got {self.seed}")
-        if self.styles_per_class < 1:
-            raise ConfigError(f"styles_per_class must be >= 1, got {self.styles_per_class}")
+        if self.num_workers is not None:
+            check_int("--num-workers", self.num_workers, 1, COUNT_MAX)
+        check_int("batch_size", self.batch_size, 1, 1 << 20)
+        check_int("--seed", self.seed, 0, SEED_MAX)
+        check_int("--styles-per-class", self.styles_per_class, 1, COUNT_MAX)
 
 
 def run_evaluation(model_path: str, sources: DataSources, out_dir: str, options: EvalOptions = EvalOptions()) -> dict:
     """Evaluate, write the report folder, and return metrics.json's content."""
     model, metadata = load_checked_model(model_path)  # a bad model file fails here, before any actor
+    loaded_judge = load_judge(options.judge) if options.judge else (None, {})  # and a bad judge file
     drawing = Drawing.from_metadata(metadata)  # the alphabets as the model's recipe draws them
+    folder = plan_sources_folder(sources)  # a data set folder's footers: an empty split fails before Ray starts
+    if folder is not None and folder.rows(options.split) == 0:
+        raise DataError(f"split {options.split!r} of {_describe(sources)} holds no images")
     inputs = (model_path, options.judge, *source_locations(sources))
     with outputs.folder_output(out_dir, "report", inputs) as staged:  # checked, writable and locked before Ray starts
-        report, examples = _evaluate(model, metadata, drawing, model_path, sources, options)
+        report, examples = _evaluate(model, metadata, drawing, model_path, sources, options, loaded_judge)
         write_report(staged.path, report, model, examples, options.seed, drawing)
         staged.manifest.update({"model": report["model"], "split": options.split})
     return report
 
 
-def _evaluate(model, metadata, drawing, model_path, sources, options) -> tuple[dict, dict[int, np.ndarray]]:
+def _evaluate(
+    model, metadata, drawing, model_path, sources, options, loaded_judge
+) -> tuple[dict, dict[int, np.ndarray]]:
     """metrics.json's content, and one example image per class."""
     workers = start_ray_for_actors(options.num_workers, options.use_gpu)
     records = read_split(sources, options.split)
     results = map_with_model(
         records, Evaluator, model_path, (options.seed,), workers, options.use_gpu, options.batch_size
     )
-    judge, judge_metadata = load_judge(options.judge) if options.judge else (None, {})
+    judge, judge_metadata = loaded_judge
     metrics = EvaluationMetrics(IMAGE_SIDE)
     judged = MulticlassAccuracy(num_classes=NUM_CLASSES, average=None)
     # A random (by the seed) but batching-independent sample of each class: the reconstruction
     # grid's examples, the alphabet sheet's styles, and with a judge the styles and real images
     # that generated characters are compared with.
     samples = ClassSample(options.styles_per_class * NUM_CLASSES if judge else 1, options.seed)
-    for batch in results.iter_batches(batch_format="numpy", batch_size=None):
-        hits = np.unpackbits(batch["recon_hits"], axis=1, count=IMAGE_SIDE * IMAGE_SIDE).reshape(
-            -1, IMAGE_SIDE, IMAGE_SIDE
-        )
-        labels = torch.tensor(batch["label"]).long()
-        metrics.update(
-            labels,
-            torch.tensor(batch["predicted"]),
-            torch.from_numpy(hits.astype(bool)),
-            torch.tensor(batch["losses"]),
-            batch["source"].tolist(),
-        )
-        samples.add(batch["label"], batch["order_key"], batch["image"])
-        if judge:
-            judged.update(judge_predictions(judge, torch.tensor(batch["image"])), labels)
+    with hiding_actor_restart_notice():
+        for batch in results.iter_batches(batch_format="numpy", batch_size=None):
+            hits = np.unpackbits(batch["recon_hits"], axis=1, count=IMAGE_SIDE * IMAGE_SIDE).reshape(
+                -1, IMAGE_SIDE, IMAGE_SIDE
+            )
+            labels = torch.tensor(batch["label"]).long()
+            metrics.update(
+                labels,
+                torch.tensor(batch["predicted"]),
+                torch.from_numpy(hits.astype(bool)),
+                torch.tensor(batch["losses"]),
+                batch["source"].tolist(),
+            )
+            samples.add(batch["label"], batch["order_key"], batch["image"])
+            if judge:
+                judged.update(judge_predictions(judge, torch.tensor(batch["image"])), labels)
     if metrics.images == 0:
         raise DataError(f"split {options.split!r} of {_describe(sources)} holds no images")
     report = {

@@ -121,11 +121,12 @@ def _write(path: str | os.PathLike, payload: dict[str, Any]) -> None:
 def _read(path: str, file_format: str, what: str) -> dict[str, Any]:
     """The file's dict, checked to be of `file_format`; a ModelFileError names the file otherwise."""
     kind = "handvae model" if file_format == FORMAT else what
+    storage.require(path, f"{what} file", ModelFileError)  # a folder is named as one, not as "not found"
     try:
         data = storage.read_bytes(path)
     except (OSError, ValueError) as exc:  # pyarrow: unknown scheme, no credentials, access denied
         raise ModelFileError(f"{path}: cannot read the {what} file ({exc})") from exc
-    if data is None:
+    if data is None:  # removed since
         raise ModelFileError(f"{path}: {what} file not found")
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

@@ -68,6 +68,7 @@ from handvae.inference import load_checked_model, map_with_model, start_ray_for_
 from handvae.labels import CHARSET
 from handvae.model.drawing import Drawing
 from handvae.rng import mix64
+from handvae.runtime import hiding_actor_restart_notice
 
 _PROGRESS_EVERY_S = 5.0
 
@@ -199,7 +200,8 @@ def _generate(model, metadata, drawing, model_path, sources, dataset: outputs.Da
     total = int(styles.sum("draws")) if options.own_class else total_styles * options.per_style
     per_block = options.styles_per_batch * options.per_style  # rows of one model call
     sink = ParquetFiles(dataset.prefix, per_block * max(1, options.rows_per_file // per_block))
-    _write_with_progress(generated, sink, total)
+    with hiding_actor_restart_notice():
+        _write_with_progress(generated, sink, total)
     files, file_rows, file_bytes = zip(*sink.written)
     if sum(file_rows) != total:
         raise RuntimeError(f"wrote {sum(file_rows)} rows, expected {total}")

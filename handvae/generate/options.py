@@ -3,7 +3,7 @@ driver and the model actors (`handvae.generate.worker`)."""
 
 from dataclasses import dataclass, field
 
-from handvae.errors import ConfigError
+from handvae.errors import COUNT_MAX, SEED_MAX, ConfigError, check_int
 from handvae.labels import CHARSET
 
 PAIRINGS = ("own-class", "every-style")
@@ -68,19 +68,26 @@ class GenerateOptions:
                 )
         if self.text is not None and not self.text.strip():
             raise ConfigError("--text holds only spaces")
-        for name, low in (
-            ("samples_per_style", 1),
-            ("average", 1),
-            ("styles_per_batch", 1),
-            ("rows_per_file", 1),
-            ("seed", 0),
+        if self.text is None and len(set(self.chars)) < len(self.chars):
+            twice = next(c for c in self.chars if self.chars.count(c) > 1)
+            raise ConfigError(
+                f"--chars: {twice!r} is given {self.chars.count(twice)} times; give each character once "
+                "(to draw more of one, use --samples-per-style)"
+            )
+        # The sample index is stored as int16; the other counts only need to stay where numpy's and
+        # torch's integers do not overflow.
+        for flag, value, low, high in (
+            ("--samples-per-style", self.samples_per_style, 1, 2**15 - 1),
+            ("--average", self.average, 1, 10_000),
+            ("styles_per_batch", self.styles_per_batch, 1, 1 << 16),
+            ("--rows-per-file", self.rows_per_file, 1, COUNT_MAX),
+            ("--seed", self.seed, 0, SEED_MAX),
         ):
-            if getattr(self, name) < low:
-                raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
-        if self.num_styles is not None and self.num_styles < 1:
-            raise ConfigError(f"num_styles must be >= 1, got {self.num_styles}")
-        if self.num_workers is not None and self.num_workers < 1:
-            raise ConfigError(f"num_workers must be >= 1, got {self.num_workers}")
+            check_int(flag, value, low, high)
+        if self.num_styles is not None:
+            check_int("--num-styles", self.num_styles, 1, COUNT_MAX)
+        if self.num_workers is not None:
+            check_int("--num-workers", self.num_workers, 1, COUNT_MAX)
         if not 0.0 <= self.randomness <= 10.0:
             raise ConfigError(f"randomness must be between 0 and 10, got {self.randomness}")
         object.__setattr__(self, "labels", tuple(CHARSET.index(c) for c in symbols if c != " "))

@@ -13,6 +13,9 @@ from ray.data.datasource import Datasink
 from handvae import storage
 from handvae.data.images import encode_pngs
 from handvae.data.records import IMAGE_SIDE
+from handvae.data.sources import BadOutputError
+from handvae.errors import resource_error
+from handvae.formats import outputs
 from handvae.formats.dataset_folder import SCHEMA_METADATA, fixed_size_binary, unpack_images
 from handvae.generate.options import GenerateOptions
 from handvae.inference import ModelActor
@@ -140,11 +143,17 @@ class ParquetFiles(Datasink):
         if not tables:
             return None
         table = pa.concat_tables(tables).replace_schema_metadata(SCHEMA_METADATA)
-        name = f"train-{ctx.task_idx:05d}.parquet"
+        name = outputs.run_file(ctx.task_idx)
         buffer = pa.BufferOutputStream()
         pq.write_table(table, buffer, row_group_size=ROWS_PER_GROUP, compression="zstd")
         data = buffer.getvalue()
-        storage.write_bytes(storage.join(self.prefix, name), data)
+        try:
+            storage.write_bytes(storage.join(self.prefix, name), data)
+        except OSError as exc:  # a full disk, a store refusing: the user's to fix, without Ray's traceback
+            found = resource_error(exc)
+            if found is None:
+                raise
+            raise BadOutputError(found.message) from None
         return name, table.num_rows, data.size
 
     def on_write_complete(self, write_result) -> None:

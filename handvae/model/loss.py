@@ -1,5 +1,6 @@
 """The seed's three loss terms and their weighted sum. Pure torch, no Ray."""
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -47,7 +48,7 @@ class LossWeights:
             value = getattr(self, name)
             if name == "kl_max" and value is None:
                 continue
-            require("LossWeights.", name, value, (int, float), lambda v: v >= 0, "a number >= 0")
+            require("LossWeights.", name, value, (int, float), lambda v: 0 <= v < math.inf, "a finite number >= 0")
 
     def kl_weight(self, epoch: int) -> float:
         weight = epoch * self.kl_step

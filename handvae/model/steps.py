@@ -24,6 +24,18 @@ if TYPE_CHECKING:  # the recipe imports the model: a type only here
 
 
 TRAIN_SUMS = ("images", "cat_loss", "recon_loss", "kl_loss", "detail_recon_loss", "detail_kl_loss")
+
+
+class NonFiniteLoss(Exception):
+    """A step whose gradients are not finite (nor, then, its loss), raised after backward and before
+    the optimiser's step, so the weights stay finite. Decided from the gradients, which DDP has
+    averaged over the ranks before backward returns: every rank raises at the same step."""
+
+    def __init__(self, step: int, terms: dict[str, str]):
+        super().__init__(f"step {step}: the loss is not finite ({terms})")
+        self.step, self.terms = step, terms
+
+
 EVAL_SUMS = ("images", "correct", "recon_correct_pixels", "pixels", "cat_loss", "recon_loss", "kl_loss")
 
 
@@ -43,7 +55,7 @@ def train_steps(
     device = _device(model)
     loss_sums = torch.zeros(len(TRAIN_SUMS) - 1, dtype=torch.float64, device=device)  # on the device: no sync per step
     images_seen = 0
-    for images, labels in batches:
+    for step, (images, labels) in enumerate(batches, start=1):
         x, y = model_inputs(images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
         x = augment(x, config.augment)
         decoder_labels = None
@@ -55,6 +67,8 @@ def train_steps(
             out = model(x, decoder_labels=decoder_labels)
             terms = loss_terms(x, y, out)
         total_loss(terms, config.loss, epoch).backward()
+        if not _finite_gradients(model):
+            raise NonFiniteLoss(step, _non_finite_terms(terms, config, epoch))
         optimizer.step()
         loss_sums += torch.stack(
             [terms.cat, terms.recon, terms.kl, terms.detail_recon, terms.detail_kl]
@@ -67,6 +81,30 @@ def train_steps(
                 )
                 latent_sums.index_add_(0, y, counted)
     return torch.cat([torch.tensor([float(images_seen)], dtype=torch.float64), loss_sums.cpu()])
+
+
+def _non_finite_terms(terms: LossTerms, config: TrainConfig, epoch: int) -> dict[str, str]:
+    """The weighted terms of the loss that are not finite on this rank, as `name = weight x value`."""
+    w = config.loss
+    weighted = {
+        "cat_loss": (w.cat_weight, terms.cat),
+        "recon_loss": (1.0, terms.recon),
+        "kl_loss": (w.kl_weight(epoch), terms.kl),
+        "detail_recon_loss": (1.0, terms.detail_recon),
+        "detail_kl_loss": (w.detail_kl_weight, terms.detail_kl),
+    }
+    bad = {
+        name: f"{weight:g} x {value.item():g}"
+        for name, (weight, value) in weighted.items()
+        if not torch.isfinite(weight * value.float())
+    }
+    return bad or {"gradients": "not finite (the loss of another worker was not)"}
+
+
+def _finite_gradients(model: torch.nn.Module) -> bool:
+    """One norm per gradient, one sync per step: the same answer on every DDP rank."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()) if grads else True
 
 
 def train_epoch(

@@ -16,6 +16,10 @@ import torch.nn.functional as F
 from handvae.errors import require
 from handvae.labels import NUM_CLASSES
 
+MAX_SIZE = 4096
+"""The largest size a VAEConfig field takes: larger layers would not fit in memory, and a config
+file's typo (10**30 filters) is refused here rather than as an allocation error in a worker."""
+
 
 @dataclass(frozen=True)
 class VAEConfig:
@@ -38,9 +42,13 @@ class VAEConfig:
     def __post_init__(self):
         for field in fields(self):
             least = 0 if field.name == "detail_latent" else 1
-            expected = "an integer >= 0" if least == 0 else "a positive integer"
             require(
-                "VAEConfig.", field.name, getattr(self, field.name), int, lambda v, least=least: v >= least, expected
+                "VAEConfig.",
+                field.name,
+                getattr(self, field.name),
+                int,
+                lambda v, least=least: least <= v <= MAX_SIZE,
+                f"an integer in [{least}, {MAX_SIZE}]",
             )
         require("VAEConfig.", "input_size", self.input_size, int, lambda v: v % 4 == 0, "a multiple of 4")
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from handvae.errors import ConfigError, require
+from handvae.errors import COUNT_MAX, SEED_MAX, ConfigError, check_int, require
 from handvae.model.augment import Augment
 from handvae.model.drawing import Drawing
 from handvae.model.loss import LossWeights
@@ -72,9 +72,9 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "num_workers", "checkpoint_every"):
-            require("", name, getattr(self, name), int, lambda v: v >= 1, "an integer >= 1")
-        require("", "max_failures", self.max_failures, int, lambda v: v >= 0, "an integer >= 0")
-        require("", "seed", self.seed, int, lambda v: v >= 0, "an integer >= 0")
+            check_int(name, getattr(self, name), 1, COUNT_MAX)
+        check_int("max_failures", self.max_failures, 0, 1000)
+        check_int("seed", self.seed, 0, SEED_MAX)
         require("", "learning_rate", self.learning_rate, (int, float), lambda v: 0 < v < 1, "a number in (0, 1)")
         for name in ("use_gpu", "bf16", "tensorboard", "report"):
             require("", name, getattr(self, name), bool, lambda v: True, "true or false")
@@ -177,6 +177,8 @@ def resolve_config(
 
 def load_config_file(path: str) -> dict[str, Any]:
     file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"{path}: a folder, expected a TOML or JSON config file")
     if not file.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:

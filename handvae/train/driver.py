@@ -20,8 +20,8 @@ from handvae import storage
 from handvae.data import folders
 from handvae.data.records import IMAGE_PIXELS
 from handvae.data.sources import DataSources, plan_sources_folder, read_split, training_columns
-from handvae.errors import ConfigError
-from handvae.formats.checkpoints import CONFIG_FILE, MODEL_FILE, RunCheckpoints
+from handvae.errors import ConfigError, DataError, OutputError
+from handvae.formats.checkpoints import CONFIG_FILE, MODEL_FILE, NON_FINITE_FILE, RunCheckpoints
 from handvae.formats.model_file import save_model
 from handvae.model.vae import VAE
 from handvae.runtime import check_workers_fit, init_ray, keeping_sigint_handler, set_aside_stale_train_snapshot
@@ -52,7 +52,22 @@ def run_training(config: TrainConfig, sources: DataSources, run_name: str, stora
     _check_local_outputs(config, run_dir)
     check_workers_fit(config.num_workers, config.use_gpu)
     folder = plan_sources_folder(sources)  # a data set folder: its footers only; None for raw sources
+    if folder is not None:
+        for split in ("train", "test"):
+            if folder.rows(split) == 0:
+                raise DataError(f"{folder.root}: no {split} images (training needs both splits)")
     stream = _streams(config, folder)
+    # The first write, before Ray starts: a run folder that cannot be written fails now, in one line.
+    try:
+        storage.write_bytes(
+            storage.join(run_dir, CONFIG_FILE),
+            json.dumps({"train": config.to_dict(), "data": sources.describe()}, indent=2).encode(),
+        )
+        storage.delete_file(storage.join(run_dir, NON_FINITE_FILE))  # an earlier attempt's stop: this one trains again
+    except OSError as exc:
+        raise OutputError(
+            f"{run_dir}: cannot be written ({exc.strerror or exc}); give a --storage-path you can write to"
+        ) from None
     init_ray(extra_cpus=config.num_workers)
 
     print(_feed_line(config, folder, stream), flush=True)
@@ -62,10 +77,6 @@ def run_training(config: TrainConfig, sources: DataSources, run_name: str, stora
         {}
         if stream
         else {split: training_columns(read_split(sources, split)).materialize() for split in ("train", "test")}
-    )
-    storage.write_bytes(
-        storage.join(run_dir, CONFIG_FILE),
-        json.dumps({"train": config.to_dict(), "data": sources.describe()}, indent=2).encode(),
     )
     trainer = TorchTrainer(
         train_loop_per_worker,  # handvae.train.worker
@@ -84,6 +95,7 @@ def run_training(config: TrainConfig, sources: DataSources, run_name: str, stora
     )
     with keeping_sigint_handler():
         trainer.fit()
+    _raise_if_stopped(run_dir, checkpoints)
     _, state = checkpoints.latest(quiet=True)  # the final epoch's; model.pt is exported from it
     model = VAE(config.model)
     model.load_state_dict(state.model_state)  # with the class latent means of the last epoch
@@ -97,6 +109,30 @@ def run_training(config: TrainConfig, sources: DataSources, run_name: str, stora
     }
     save_model(model_path, model, metadata=metadata)
     return TrainResult(run_dir=run_dir, model_path=model_path, metrics=state.history)
+
+
+def _raise_if_stopped(run_dir: str, checkpoints: RunCheckpoints) -> None:
+    """The workers stopped at a non-finite loss (`handvae.train.worker`): say where, and what is kept."""
+    raw = storage.read_bytes(storage.join(run_dir, NON_FINITE_FILE))
+    if raw is None:
+        return
+    stop = json.loads(raw)
+    latest = checkpoints.latest(quiet=True)
+    kept = (
+        f"the last finite checkpoint is {latest[0]} (epoch {latest[1].epoch})"
+        if latest
+        else "no epoch finished, so no checkpoint was kept"
+    )
+    where = (
+        f"epoch {stop['epoch']}, step {stop['step']}"
+        if stop["step"] is not None
+        else f"epoch {stop['epoch']} (its figures)"
+    )
+    terms = ", ".join(f"{name} = {value}" for name, value in stop["terms"].items())
+    raise ConfigError(
+        f"training stopped at {where}: the loss is not finite ({terms}); {kept}, and no model file was written. "
+        "Lower --learning-rate or the loss weights ([loss] in --config) and train under another --run-name"
+    )
 
 
 def _streams(config: TrainConfig, folder: folders.FolderPlan | None) -> bool:
@@ -134,6 +170,11 @@ def _check_resumable(checkpoints: RunCheckpoints, config: TrainConfig) -> None:
     if resume is None:
         return
     folder, state = resume
+    if state.epoch > config.epochs:
+        raise ConfigError(
+            f"{checkpoints.run_dir} has trained {state.epoch} epochs already ({folder}); --epochs {config.epochs} would "
+            f"record a recipe that did not make its model: give --epochs {state.epoch} or more to go on, or another --run-name"
+        )
     changed = sorted(k for k, v in config.to_dict().items() if state.config.get(k) != v and k not in RESUMABLE_CHANGES)
     if changed:
         raise ConfigError(

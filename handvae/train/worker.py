@@ -19,6 +19,7 @@ last checkpoint, and the model file exported from it, carry them.
 
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -34,8 +35,8 @@ from handvae.data import folders
 from handvae.data.sources import sorted_tensors
 from handvae.data.streaming import epoch_slices, in_order_batches, shuffled_batches
 from handvae.errors import DataError
-from handvae.formats.checkpoints import FAULT_MARKER, METRICS_FILE, RunCheckpoints, TrainingState
-from handvae.model.steps import epoch_figures, epoch_order, evaluate_batches, latent_means, train_steps
+from handvae.formats.checkpoints import FAULT_MARKER, METRICS_FILE, NON_FINITE_FILE, RunCheckpoints, TrainingState
+from handvae.model.steps import NonFiniteLoss, epoch_figures, epoch_order, evaluate_batches, latent_means, train_steps
 from handvae.model.vae import VAE
 from handvae.train.config import TrainConfig
 
@@ -92,18 +93,29 @@ def train_loop_per_worker(loop_config: dict) -> None:
             else None
         )
         started = time.perf_counter()
-        train_sums = train_steps(ddp_model, optimizer, feed.train_batches(epoch), epoch, config, latent_sums)
+        try:
+            train_sums = train_steps(ddp_model, optimizer, feed.train_batches(epoch), epoch, config, latent_sums)
+        except NonFiniteLoss as stop:
+            # Every rank stops at the same step (see NonFiniteLoss) and leaves the loop: the run ends
+            # without a retry, its last checkpoint is the last finite one, and the driver says why.
+            _record_stop(rank, run_dir, epoch, stop.step, stop.terms)
+            return
         train_seconds = time.perf_counter() - started
         eval_sums = evaluate_batches(model, feed.test_batches())
         if last:
             model.class_latent_means.copy_(latent_means(_all_sum(latent_sums)))
         record = {"epoch": epoch, **epoch_figures(_all_sum(train_sums), _all_sum(eval_sums))}
         record["images_per_second"] = record["train_images"] / train_seconds
+        non_finite = {name: str(value) for name, value in record.items() if not math.isfinite(value)}
+        if non_finite:  # the same all-reduced figures on every rank: all stop here
+            _record_stop(rank, run_dir, epoch, None, non_finite)
+            return
         history.append(record)
         if rank == 0:
             print(_progress_line(record, config), flush=True)
             storage.write_bytes(
-                storage.join(run_dir, METRICS_FILE), "".join(json.dumps(r) + "\n" for r in history).encode()
+                storage.join(run_dir, METRICS_FILE),
+                "".join(json.dumps(r, allow_nan=False) + "\n" for r in history).encode(),
             )
             if scalars:
                 for name, value in record.items():
@@ -114,6 +126,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
             _report_with_checkpoint(record, rank, model, optimizer, epoch, config, history)
         else:
             ray.train.report(record)
+
+
+def _record_stop(rank: int, run_dir: str, epoch: int, step: int | None, terms: dict[str, str]) -> None:
+    """Rank 0 leaves the driver where and why training stopped at a non-finite loss."""
+    if rank == 0:
+        stop = {"epoch": epoch, "step": step, "terms": terms}
+        storage.write_bytes(storage.join(run_dir, NON_FINITE_FILE), json.dumps(stop).encode())
 
 
 class InMemoryFeed:
