@@ -8,18 +8,16 @@ Run (from the repo root, venv active; about 15-25 minutes on a 2-core machine):
 What it does, in one run (every training run is `handvae train` in a fresh subprocess, measured
 from outside by `process_memory.run_measured`: PSS summed over the whole process tree, Ray's
 processes and the object store included):
-1. Generates 18,000 characters with `handvae generate`'s library function from a freshly
-   initialised model (the data only needs the format): 500 styles of the bundled sample x 36. The
-   large set (1,008,000) is those characters tiled --tiles (56) times, each copy moved by its own
-   pixel offset so that no two rows are equal, written in the layout `handvae generate` writes
-   (contract 4: parquet files listed in manifest.json, `_SUCCESS`; files of 100,800 rows in row
-   groups of 2,304, as generation writes them). Generating it directly took 10 GB in a decoding
-   actor at 56 draws per style, and ~16 minutes on this shared 2-core machine. Existing complete
-   folders are reused.
-2. Trains one epoch on each with 2 workers, streaming (`--data-feed stream`; a small model,
-   num_filters 8 and num_latent 4, at batch 256, so that the data path dominates), and reports the
-   peak memory of each and the excess of the large over the small run, against the large set's
-   pixel bytes. Target: excess < 0.5x (a full copy per worker would be over 2x).
+1. Writes two data sets with `handvae generate` itself, from a freshly initialised model of the
+   default recipe's sizes (the data only needs the format), as a user writes them: a small one,
+   --small-styles (500) styles of the bundled sample's train split x 36 characters (18,000), and a
+   large one, every style of that split (2,868) x 36 characters x --large-samples draws per
+   style (10: 1,032,480 characters, 809 MB of pixels; `--pairing every-style --samples-per-style
+   10`). Existing complete folders are reused.
+2. Trains one epoch on each as a user would, the default recipe with 2 workers, streamed
+   (`--data-feed stream`, what auto picks above 512 MiB), `--no-report`, and reports the peak
+   memory of each and the excess of the large over the small run, against the large set's pixel
+   bytes. Target: excess < 0.5x (a full copy per worker would be over 2x).
 3. Prepares the real data (MNIST + the Kaggle letters) once with `handvae prepare`, then trains
    --epochs epochs on it with 2 workers streaming and in memory, and compares training images/s
    (median over the epochs after the first, from metrics.jsonl). Target: streaming >= 0.9x.
@@ -35,89 +33,30 @@ import time
 
 from process_memory import run_measured
 
-STYLES = 500
 TARGET_EXCESS = 0.5
 TARGET_SPEED = 0.9
 
 
-def generate(out: str, seed: int = 0) -> dict:
-    """A generated folder from a freshly initialised model (reused when complete)."""
+def generate(out: str, model_path: str, flags: tuple[str, ...]) -> dict:
+    """A data set written by `handvae generate` in a fresh process (reused when complete)."""
     if os.path.exists(os.path.join(out, "_SUCCESS")):
         print(f"[data] reusing {out}", flush=True)
         return {"path": out, "reused": True}
-    import torch
+    if not os.path.exists(model_path):
+        import torch
 
-    from handvae.data.sources import DataSources
-    from handvae.formats.model_file import save_model
-    from handvae.generate.driver import GenerateOptions, run_generation
-    from handvae.model.vae import VAE
+        from handvae.formats.model_file import save_model
+        from handvae.model.vae import VAE
+        from handvae.train.config import resolve_config
 
-    torch.manual_seed(seed)
-    model_path = f"{out}.model.pt"
-    save_model(model_path, VAE())
+        torch.manual_seed(0)
+        save_model(model_path, VAE(resolve_config().model))  # the default recipe's sizes
     started = time.perf_counter()
-    manifest = run_generation(
-        model_path,
-        DataSources(),
-        out,
-        GenerateOptions(split="train", pairing="every-style", num_styles=STYLES, seed=seed),
-    )
+    command = [sys.executable, "-m", "handvae.cli", "generate", "--model", model_path, "--out", out, "--split", "train"]
+    subprocess.run([*command, "--pairing", "every-style", "--seed", "3", *flags], check=True)
     seconds = time.perf_counter() - started
-    print(f"[data] generated {manifest['rows']:,} characters into {out} in {seconds:.0f} s", flush=True)
-    return {"path": out, "rows": manifest["rows"], "seconds": seconds, "reused": False}
-
-
-def tile(small: str, out: str, tiles: int, row_group: int = 2304, file_rows: int = 100_800) -> dict:
-    """The small generated set `tiles` times, copy k shifted by (k % 7 - 3, k // 7 % 7 - 3) pixels."""
-    if os.path.exists(os.path.join(out, "_SUCCESS")):
-        print(f"[data] reusing {out}", flush=True)
-        return {"path": out, "reused": True}
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.dataset as pads
-    import pyarrow.parquet as pq
-
-    table = pads.dataset(small, format="parquet", exclude_invalid_files=True).to_table(columns=["label", "pixels"])
-    images = np.frombuffer(table.column("pixels").combine_chunks().buffers()[1], np.uint8).reshape(-1, 28, 28)
-    labels = table.column("label").to_numpy()
-    staging = f"{out}.tmp"
-    os.makedirs(staging, exist_ok=True)
-    files, rows = [], []
-    for k in range(tiles):
-        moved = np.roll(images, (k % 7 - 3, k // 7 % 7 - 3), axis=(1, 2))
-        rows.append(
-            pa.table(
-                {
-                    "label": pa.array(labels),
-                    "pixels": pa.FixedSizeBinaryArray.from_buffers(
-                        pa.binary(784), len(labels), [None, pa.py_buffer(moved.tobytes())]
-                    ),
-                }
-            )
-        )
-    whole = pa.concat_tables(rows)
-    for index, start in enumerate(range(0, whole.num_rows, file_rows)):
-        name = f"data/part-{index:05d}.parquet"
-        os.makedirs(os.path.join(staging, "data"), exist_ok=True)
-        pq.write_table(
-            whole.slice(start, file_rows), os.path.join(staging, name), row_group_size=row_group, compression="zstd"
-        )
-        files.append(name)
-    with open(os.path.join(staging, "manifest.json"), "w") as f:
-        json.dump(
-            {
-                "format": "handvae.generated",
-                "files": files,
-                "rows": whole.num_rows,
-                "tiled_from": small,
-                "tiles": tiles,
-            },
-            f,
-        )
-    open(os.path.join(staging, "_SUCCESS"), "w").close()
-    os.replace(staging, out)
-    print(f"[data] wrote {whole.num_rows:,} characters ({tiles} shifted copies of {small}) into {out}", flush=True)
-    return {"path": out, "rows": whole.num_rows, "reused": False}
+    print(f"[data] generated {out} in {seconds:.0f} s", flush=True)
+    return {"path": out, "seconds": seconds, "reused": False}
 
 
 def train(
@@ -157,11 +96,9 @@ def main() -> None:
     p.add_argument("--mnist-dir", required=True, help="real MNIST (torchvision layout), for the speed comparison")
     p.add_argument("--letters-csv", required=True, help="the real Kaggle A-Z CSV, for the speed comparison")
     p.add_argument("--work-dir", default="/tmp/handvae-streaming")
+    p.add_argument("--small-styles", type=int, default=500, help="styles of the small set (x 36 characters)")
     p.add_argument(
-        "--tiles",
-        type=int,
-        default=56,
-        help="copies of the 18,000 generated characters in the large set (56: 1,008,000)",
+        "--large-samples", type=int, default=10, help="draws per style of the large set (10: 1,032,480 characters)"
     )
     p.add_argument("--epochs", type=int, default=2, help="epochs of each real-data run (the first is warm-up)")
     p.add_argument("--sample-every", type=float, default=0.25, help="seconds between memory samples")
@@ -173,8 +110,15 @@ def main() -> None:
     figures: dict = {"cpus": os.cpu_count()}
 
     if "memory" not in a.skip:
-        small = generate(os.path.join(a.work_dir, "generated-small"))
-        large = tile(small["path"], os.path.join(a.work_dir, f"generated-large-{a.tiles}"), a.tiles)
+        model = os.path.join(a.work_dir, "default-recipe-model.pt")
+        small = generate(
+            os.path.join(a.work_dir, f"generated-{a.small_styles}-styles"), model, ("--num-styles", str(a.small_styles))
+        )
+        large = generate(
+            os.path.join(a.work_dir, f"generated-every-style-x{a.large_samples}"),
+            model,
+            ("--samples-per-style", str(a.large_samples)),
+        )
         from handvae.data.folders import plan_folder
         from handvae.data.records import IMAGE_PIXELS
 
@@ -182,14 +126,8 @@ def main() -> None:
             name: sum(u.rows[0] + u.rows[1] for u in plan_folder(d["path"]).units)
             for name, d in (("small", small), ("large", large))
         }
-        # A small model at batch 256: the data path is the same, and an epoch of a million images
-        # takes minutes instead of most of an hour on 2 cores, with the reading more exposed.
-        small_model = os.path.join(a.work_dir, "small-model.toml")
-        with open(small_model, "w") as f:
-            f.write("[model]\nnum_filters = 8\nnum_latent = 4\n")
-        extra = ("--config", small_model, "--batch-size", "256")
         runs = {
-            name: train(f"stream-{name}", d["path"], "stream", 1, storage, a.sample_every, extra)
+            name: train(f"stream-{name}", d["path"], "stream", 1, storage, a.sample_every)
             for name, d in (("small", small), ("large", large))
         }
         pixel_bytes = rows["large"] * IMAGE_PIXELS
