@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from handvae import storage
-from handvae.errors import SEED_MAX, DataError, check_int, check_path, user_error
+from handvae.errors import DataError, check_path, user_error
 
 # The data flags, declared once: `with_data_flags` adds them to a command, which gets `sources`.
 _DATA_FLAGS = {
@@ -109,14 +109,13 @@ def with_data_flags(dataset: bool = False):
 
 
 def check_data_flags(given: dict) -> None:
-    """What the data flags name, checked before torch and Ray are imported (seconds): an empty
-    path, a seed out of range, a missing, unreadable, binary or header-only CSV, a folder that is a
-    file. Never a fallback to the bundled sample for an empty path."""
+    """What the data flags name, checked before torch and Ray are imported (seconds): an empty path,
+    a missing, unreadable, binary or header-only CSV, a file where a folder is expected, a missing
+    data set folder. Never a fallback to the bundled sample for an empty path."""
     from handvae.data.kaggle_csv import inspect_csv
 
     for name in ("letters_csv", "mnist_dir", "prepared", "dataset"):
         check_path(f"--{name.replace('_', '-')}", given.get(name))
-    check_int("--split-seed", given["split_seed"], 0, SEED_MAX)
     if given["letters_csv"] is not None:
         inspect_csv(given["letters_csv"])
     for flag in ("--dataset", "--prepared"):
@@ -128,9 +127,8 @@ def check_data_flags(given: dict) -> None:
                 DataError,
                 folder=True,
             )
-    if given["mnist_dir"] is not None and storage.is_file(
-        given["mnist_dir"]
-    ):  # a missing one: the reader says what it expected
+    # A missing MNIST folder is the reader's to name: it says which files it expected where.
+    if given["mnist_dir"] is not None and storage.is_file(given["mnist_dir"]):
         raise DataError(
             f"{given['mnist_dir']}: a file, expected the MNIST folder (--mnist-dir: ROOT/MNIST/raw/*-ubyte[.gz])"
         )
