@@ -111,26 +111,15 @@ def train(
     storage_path: Annotated[str, typer.Option("--storage-path", help="Local folder or URI for run folders.")] = "runs",
 ):
     """Train the VAE with Ray Train (DDP); the same command again resumes from the latest checkpoint."""
+    from dataclasses import fields
     from datetime import datetime
 
     for flag, value in (("--config", config_file), ("--storage-path", storage_path), ("--run-name", run_name)):
         check_path(flag, value)
-    from handvae.train.config import DEFAULT_PRESET, resolve_config
+    from handvae.train.config import DEFAULT_PRESET, TrainConfig, resolve_config
 
-    overrides = dict(
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        num_workers=num_workers,
-        use_gpu=use_gpu,
-        bf16=bf16,
-        seed=seed,
-        checkpoint_every=checkpoint_every,
-        max_failures=max_failures,
-        tensorboard=tensorboard,
-        report=report,
-        data_feed=data_feed,
-    )
+    given = locals()  # every option named as a TrainConfig field overrides it (None: not given)
+    overrides = {field.name: given[field.name] for field in fields(TrainConfig) if field.name in given}
     config = resolve_config(preset or DEFAULT_PRESET, config_file, overrides)
     run_name = run_name or datetime.now().strftime("train-%Y%m%d-%H%M%S")
     from handvae.train.driver import run_training

@@ -1,6 +1,7 @@
 """Files in a folder that is a local path or any URI pyarrow writes (s3://, gs://, ...): one set of
 calls for both, so that the callers never branch on where their output lives."""
 
+import contextlib
 import os
 import posixpath
 import uuid
@@ -100,6 +101,26 @@ def list_tree(path_or_uri: str) -> tuple[list[str], list[str]]:
         relative = info.path[len(root) :].lstrip("/")
         (files if info.type == pafs.FileType.File else folders).append(relative)
     return sorted(files), sorted(folders)
+
+
+def check_writable(folder: str) -> None:
+    """Raises the OSError of a folder that cannot be written (permissions, a read-only disk, a store
+    refusing the credentials), and leaves nothing behind: a probe file is written and deleted, and
+    on a local disk the folders made for it are removed again."""
+    made = []
+    if not is_uri(folder):
+        missing = os.path.abspath(folder)
+        while not os.path.exists(missing):
+            made.append(missing)
+            missing = os.path.dirname(missing)
+    probe = join(folder, f".handvae-probe-{uuid.uuid4().hex[:8]}")
+    try:
+        write_bytes(probe, b"")
+        delete_file(probe)
+    finally:
+        for path in made:  # deepest first; only the folders made here, and only while empty
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
 
 
 def delete_file(path_or_uri: str) -> None:

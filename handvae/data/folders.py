@@ -25,7 +25,6 @@ import json
 import posixpath
 import queue
 import threading
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -36,7 +35,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from handvae import storage
-from handvae.data.records import SPLITS, letters_split
+from handvae.data.records import SPLITS, letters_split, order_keys
 from handvae.errors import DataError
 from handvae.formats.dataset_folder import IMAGE_COLUMNS, MANIFEST, PACKED_IMAGE, SUCCESS_MARKER, unpack_images
 from handvae.labels import NUM_CLASSES
@@ -76,23 +75,6 @@ class FolderPlan:
 
     def path(self, file: str) -> str:
         return f"{self.root.rstrip('/')}/{file}"
-
-
-def order_keys(sources: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """A non-negative int64 per record from its (file name, row): the same record gets the same key
-    however the data was cut into blocks, and wherever the file lives. An absolute path or a URI
-    counts by its base name; a relative name (a file inside a data set folder) as it is."""
-    source_ids = {s: zlib.crc32(_file_name(s).encode()) & 0x7FFFFFFF for s in set(sources.tolist())}
-    ids = np.fromiter((source_ids[s] for s in sources.tolist()), dtype=np.int64, count=len(sources))
-    return (ids << 32) | rows.astype(np.int64)
-
-
-def _file_name(source: str) -> str:
-    return (
-        posixpath.basename(source.replace("\\", "/"))
-        if "://" in source or source.startswith(("/", "\\")) or ":\\" in source
-        else source
-    )
 
 
 def hashed_split(file: str, rows: np.ndarray, seed: int, test_fraction: float) -> np.ndarray:

@@ -8,6 +8,9 @@ A batch of records is a dict of numpy arrays:
 - split: (N,) str, "train" or "test".
 """
 
+import posixpath
+import zlib
+
 import numpy as np
 import pyarrow.fs as pafs
 
@@ -54,3 +57,20 @@ def require_file(fs: pafs.FileSystem, path: str, what: str) -> int:
     if info.type != pafs.FileType.File:
         raise DataError(f"{path}: {what} not found")
     return info.size
+
+
+def order_keys(sources: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A non-negative int64 per record from its (file name, row): the same record gets the same key
+    however the data was cut into blocks, and wherever the file lives. An absolute path or a URI
+    counts by its base name; a relative name (a file inside a data set folder) as it is."""
+    source_ids = {s: zlib.crc32(_file_name(s).encode()) & 0x7FFFFFFF for s in set(sources.tolist())}
+    ids = np.fromiter((source_ids[s] for s in sources.tolist()), dtype=np.int64, count=len(sources))
+    return (ids << 32) | rows.astype(np.int64)
+
+
+def _file_name(source: str) -> str:
+    return (
+        posixpath.basename(source.replace("\\", "/"))
+        if "://" in source or source.startswith(("/", "\\")) or ":\\" in source
+        else source
+    )

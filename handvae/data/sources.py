@@ -20,8 +20,7 @@ from ray.data.exceptions import UserCodeException
 from ray.data.extensions import ArrowTensorArray
 
 from handvae.data import folders, kaggle_csv, mnist_idx
-from handvae.data.folders import order_keys
-from handvae.data.records import IMAGE_PIXELS, SPLITS, Batch, select
+from handvae.data.records import IMAGE_PIXELS, SPLITS, Batch, order_keys, select
 from handvae.errors import SEED_MAX, DataError, OutputError, check_int
 from handvae.formats.dataset_folder import unpack_images
 from handvae.labels import NUM_CLASSES

@@ -6,7 +6,7 @@ reporting (torchmetrics, matplotlib) comes with it.
 import numpy as np
 import torch
 
-from handvae.data.folders import order_keys
+from handvae.data.records import order_keys
 from handvae.inference import ModelActor
 from handvae.model.steps import predict
 from handvae.rng import seeded_normal

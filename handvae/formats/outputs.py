@@ -18,7 +18,7 @@ Two ways to commit, one per kind of output:
   only between two renames). On an object store, without rename, OUT/_SUCCESS is removed first,
   the files uploaded, the earlier output's files that are not written again deleted, then
   manifest.json and _SUCCESS written last: such an OUT is complete iff _SUCCESS exists.
-- `dataset_output` (generate): the workers write into a prefix of this run, OUT/data/<run>/, that
+- `dataset_output` (generate; `handvae.formats.dataset_output`): the workers write into a prefix of this run, OUT/data/<run>/, that
   no reader looks at yet. The commit writes the data set card OUT/README.md (whose data_files name
   the prefix), then OUT/manifest.json (whose `files` list it), each in one atomic write (one PUT, or
   a rename), then _SUCCESS; the earlier run's files are deleted after (its manifest's, never a file it does not list). A reader that follows either
@@ -29,7 +29,6 @@ Locks: `handvae.formats.locks`.
 import contextlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -39,7 +38,7 @@ from dataclasses import dataclass, field
 
 from handvae import storage
 from handvae.errors import OutputError
-from handvae.formats.dataset_folder import DATA_DIR, MANIFEST
+from handvae.formats.dataset_folder import MANIFEST
 from handvae.formats.dataset_folder import SUCCESS_MARKER as SUCCESS
 from handvae.formats.locks import holder_record, output_lock
 
@@ -94,7 +93,7 @@ def _within(path: str, folder: str, sep: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(sep) + sep)
 
 
-def _not_ours(out: str, kind: str) -> OutputError:
+def not_ours(out: str, kind: str) -> OutputError:
     return OutputError(
         f"{out}: exists and is not a handvae {kind} output (no manifest.json of handvae's own); "
         "handvae replaces only what it wrote: give a new or empty folder"
@@ -106,7 +105,7 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
 
 
-def _writable(out: str):
+def writable(out: str):
     """OSErrors while preparing OUT (permissions, a missing bucket, no credentials) as one OutputError."""
 
     @contextlib.contextmanager
@@ -140,7 +139,7 @@ def _replaceable_folder(out: str, kind: str) -> dict | None:
         return None
     manifest = owned_manifest(out, kind)
     if manifest is None:
-        raise _not_ours(out, kind)
+        raise not_ours(out, kind)
     listed = set(manifest["files"]) | {MANIFEST, SUCCESS}
     parents = {os.path.dirname(name) for name in listed}
     parents |= {p for name in parents for p in _parents(name)}
@@ -162,12 +161,12 @@ def folder_output(out: str, kind: str, inputs: Iterable[str | None]) -> Iterator
     """Claims OUT (checks, lock: call it before starting Ray), yields a staging folder to fill, and
     on success commits it whole in OUT's place. On an error nothing in OUT changes."""
     out = check_location(out, inputs)
-    with _writable(out):
+    with writable(out):
         _replaceable_folder(out, kind)
     run = new_run_id()
     uri = storage.is_uri(out)
     parent, name = os.path.split(out)
-    with _writable(out):
+    with writable(out):
         if uri:
             lock = output_lock(storage.join(out, LOCK), out, run)
         else:
@@ -175,7 +174,7 @@ def folder_output(out: str, kind: str, inputs: Iterable[str | None]) -> Iterator
             lock = output_lock(os.path.join(parent, f".{name}.handvae.lock"), out, run)
         lock.acquire()
     try:
-        with _writable(out):
+        with writable(out):
             if uri:
                 staging = tempfile.mkdtemp(prefix="handvae-")
             else:
@@ -187,7 +186,7 @@ def folder_output(out: str, kind: str, inputs: Iterable[str | None]) -> Iterator
             staged = Staged(staging)
             yield staged
             lock.verify()
-            with _writable(out):
+            with writable(out):
                 (_commit_uri_folder if uri else _commit_local_folder)(out, kind, staged)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -243,121 +242,3 @@ def _commit_uri_folder(out: str, kind: str, staged: Staged) -> None:
         storage.delete_file(storage.join(out, name))
     storage.write_bytes(storage.join(out, MANIFEST), manifest)
     storage.write_bytes(storage.join(out, SUCCESS), b"")
-
-
-# ---------------------------------------------------------------------------------------------
-# Data set outputs: generate
-
-
-@dataclass
-class DatasetRun:
-    """One run writing a data set into OUT: the workers write under `prefix`, then `commit`."""
-
-    out: str
-    run: str
-    lock: object
-    committed: bool = False
-
-    @property
-    def data_dir(self) -> str:
-        """The run's prefix, relative to OUT."""
-        return f"{DATA_DIR}/{self.run}"
-
-    @property
-    def prefix(self) -> str:
-        return storage.join(self.out, DATA_DIR, self.run)
-
-    def commit(self, files: list[str], manifest: dict, before_manifest: dict[str, bytes]) -> dict:
-        """Make the run's `files` (relative to its prefix) OUT's content: `before_manifest` (name ->
-        bytes: the card, the contact sheet) first, then manifest.json, then _SUCCESS; then remove
-        the earlier run's files. Returns the manifest written."""
-        self.lock.verify()
-        earlier = owned_manifest(self.out, "generated")
-        for name, data in before_manifest.items():
-            storage.write_bytes(storage.join(self.out, name), data)
-        manifest = {
-            "format": format_of("generated"),
-            "owner": OWNER,
-            "run": self.run,
-            "data_dir": self.data_dir,
-            "files": [f"{self.data_dir}/{name}" for name in files],
-            **manifest,
-        }
-        storage.write_bytes(storage.join(self.out, MANIFEST), json.dumps(manifest, indent=2).encode())
-        if not storage.is_file(storage.join(self.out, SUCCESS)):
-            storage.write_bytes(storage.join(self.out, SUCCESS), b"")
-        self.committed = True
-        for name in set(earlier["files"] if earlier else ()) - set(manifest["files"]):
-            storage.delete_file(storage.join(self.out, name))
-        for run in _marked_runs(self.out) - {self.run}:  # the earlier run's prefix, and killed runs'
-            _delete_run(self.out, run, killed=not earlier or run != earlier.get("run"))
-        return manifest
-
-
-def run_file(index: int) -> str:
-    """The name of a generation run's `index`-th parquet file in its prefix."""
-    return f"train-{index:05d}.parquet"
-
-
-_RUN_FILE = re.compile(r"train-\d{5}\.parquet")
-
-
-def _delete_run(out: str, run: str, killed: bool) -> None:
-    """What handvae wrote in a run's prefix: its marker, and, for a killed run (which no manifest
-    lists), the files a run writes (`run_file`); the files of a committed run the caller has deleted
-    by its manifest. Anything else (a user's file) stays, and with it the folder."""
-    prefix = storage.join(out, DATA_DIR, run)
-    files, _ = storage.list_tree(prefix)
-    ours = [name for name in files if name == RUN_MARKER or (killed and _RUN_FILE.fullmatch(name))]
-    for name in ours:
-        storage.delete_file(storage.join(prefix, name))
-    if len(ours) == len(files):
-        storage.delete_tree(prefix)  # empty folders (locally; an object store has none)
-
-
-def _marked_runs(out: str) -> set[str]:
-    files, _ = storage.list_tree(storage.join(out, DATA_DIR))
-    return {name.split("/")[0] for name in files if name.count("/") == 1 and name.endswith("/" + RUN_MARKER)}
-
-
-def _check_dataset(out: str) -> None:
-    """OUT may be absent or empty, an earlier data set of handvae's (files beside it are left
-    alone), or hold only what killed runs of handvae left."""
-    files, _ = storage.list_tree(out)
-    if not files or owned_manifest(out, "generated") is not None:
-        return
-    runs = _marked_runs(out)
-    if all(name == LOCK or (name.startswith(f"{DATA_DIR}/") and name.split("/")[1] in runs) for name in files):
-        return
-    raise _not_ours(out, "generated")
-
-
-@contextlib.contextmanager
-def dataset_output(out: str, inputs: Iterable[str | None]) -> Iterator[DatasetRun]:
-    """Claims OUT for a generated data set (checks, lock: call it before starting Ray) and yields
-    the run. A run that ends without its commit deletes its own prefix and leaves OUT as it was."""
-    out = check_location(out, inputs)
-    with _writable(out):
-        _check_dataset(out)
-    run = new_run_id()
-    lock = output_lock(storage.join(out, LOCK), out, run)
-    created = not storage.is_uri(out) and not os.path.exists(out)
-    with _writable(out):
-        if not storage.is_uri(out):
-            os.makedirs(out, exist_ok=True)
-        lock.acquire()
-    dataset = DatasetRun(out, run, lock)
-    try:
-        with _writable(out):
-            storage.write_bytes(storage.join(dataset.prefix, RUN_MARKER), holder_record(run))
-        yield dataset
-    finally:
-        try:
-            if not dataset.committed:
-                _delete_run(out, run, killed=True)
-        finally:
-            lock.release()
-            if created and not dataset.committed:
-                for folder in (os.path.join(out, DATA_DIR), out):  # as it was: absent
-                    with contextlib.suppress(OSError):
-                        os.rmdir(folder)

@@ -16,7 +16,7 @@ encodes each style sample and decodes characters in that style (--pairing):
   style, the full set 0-9 A-Z by default (the seed's last cell), a subset (--chars), or a line of
   text (--text): alphabets in one hand.
 Ray Data tasks PNG-encode them and write the parquet files (`handvae.generate.worker`); the driver
-(this module) plans, prints progress, and commits (handvae.formats.outputs.dataset_output) with the
+(this module) plans, prints progress, and commits (handvae.formats.dataset_output) with the
 contact sheet and the card of `handvae.generate.reports`.
 
 OUT is laid out as a Hugging Face Hub parquet data set (`handvae.formats.dataset_folder`):
@@ -55,11 +55,11 @@ import ray.data
 from ray.data.block import BlockAccessor
 
 from handvae import storage
-from handvae.data.folders import order_keys
 from handvae.data.images import load_style_images
+from handvae.data.records import order_keys
 from handvae.data.sources import DataSources, read_split, source_locations
 from handvae.errors import DataError
-from handvae.formats import outputs
+from handvae.formats import dataset_output
 from handvae.formats.dataset_folder import CARD, FEATURES, SHEET
 from handvae.generate.options import GenerateOptions
 from handvae.generate.reports import card, read_sheet, sheet_png
@@ -164,7 +164,7 @@ def run_generation(
     except ValueError as exc:
         raise DataError(str(exc)) from None
     inputs = (model_path, *options.style_images, *source_locations(sources))
-    with outputs.dataset_output(out, inputs) as dataset:  # checked, writable and locked before Ray starts
+    with dataset_output.dataset_output(out, inputs) as dataset:  # checked, writable and locked before Ray starts
         workers = start_ray_for_actors(options.num_workers, options.use_gpu)
         with _preserve_order():  # identical files for identical inputs
             return _generate(model, metadata, drawing, model_path, sources, dataset, options, workers)
@@ -180,7 +180,9 @@ def _preserve_order():
         options.preserve_order = before
 
 
-def _generate(model, metadata, drawing, model_path, sources, dataset: outputs.DatasetRun, options, workers) -> dict:
+def _generate(
+    model, metadata, drawing, model_path, sources, dataset: dataset_output.DatasetRun, options, workers
+) -> dict:
     styles = style_samples(sources, options).materialize()
     total_styles = styles.count()
     where = "the given style images" if options.style_images else f"split {options.split!r} of the given data"

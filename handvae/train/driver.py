@@ -57,13 +57,10 @@ def run_training(config: TrainConfig, sources: DataSources, run_name: str, stora
             if folder.rows(split) == 0:
                 raise DataError(f"{folder.root}: no {split} images (training needs both splits)")
     stream = _streams(config, folder)
-    # The first write, before Ray starts: a run folder that cannot be written fails now, in one line.
+    # Before Ray starts: a run folder that cannot be written fails now, in one line (and a bad data
+    # set below still leaves no run folder behind).
     try:
-        storage.write_bytes(
-            storage.join(run_dir, CONFIG_FILE),
-            json.dumps({"train": config.to_dict(), "data": sources.describe()}, indent=2).encode(),
-        )
-        storage.delete_file(storage.join(run_dir, NON_FINITE_FILE))  # an earlier attempt's stop: this one trains again
+        storage.check_writable(run_dir)
     except OSError as exc:
         raise OutputError(
             f"{run_dir}: cannot be written ({exc.strerror or exc}); give a --storage-path you can write to"
@@ -78,6 +75,11 @@ def run_training(config: TrainConfig, sources: DataSources, run_name: str, stora
         if stream
         else {split: training_columns(read_split(sources, split)).materialize() for split in ("train", "test")}
     )
+    storage.write_bytes(
+        storage.join(run_dir, CONFIG_FILE),
+        json.dumps({"train": config.to_dict(), "data": sources.describe()}, indent=2).encode(),
+    )
+    storage.delete_file(storage.join(run_dir, NON_FINITE_FILE))  # an earlier attempt's stop: this one trains again
     trainer = TorchTrainer(
         train_loop_per_worker,  # handvae.train.worker
         train_loop_config={"config": config.to_dict(), "run_dir": run_dir, "folder": folder if stream else None},
