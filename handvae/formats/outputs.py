@@ -21,7 +21,7 @@ Two ways to commit, one per kind of output:
 - `dataset_output` (generate): the workers write into a prefix of this run, OUT/data/<run>/, that
   no reader looks at yet. The commit writes the data set card OUT/README.md (whose data_files name
   the prefix), then OUT/manifest.json (whose `files` list it), each in one atomic write (one PUT, or
-  a rename), then _SUCCESS; the earlier run's files are deleted after (its manifest's, never a file it does not list). A reader that follows either
+  a rename), then _SUCCESS; the earlier run's files (its manifest's) are deleted after. A reader that follows either
   file sees the earlier output or the new one, whole, and a killed run's prefix is named by neither.
 Locks: `handvae.formats.locks`.
 """
@@ -29,7 +29,6 @@ Locks: `handvae.formats.locks`.
 import contextlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -294,25 +293,13 @@ class DatasetRun:
         return manifest
 
 
-def run_file(index: int) -> str:
-    """The name of a generation run's `index`-th parquet file in its prefix."""
-    return f"train-{index:05d}.parquet"
-
-
-_RUN_FILE = re.compile(r"train-\d{5}\.parquet")
-
-
-def _delete_run(out: str, run: str, killed: bool) -> None:
-    """What handvae wrote in a run's prefix: its marker, and, for a killed run (which no manifest
-    lists), the files a run writes (`run_file`); the files of a committed run the caller has deleted
-    by its manifest. Anything else (a user's file) stays, and with it the folder."""
-    prefix = storage.join(out, DATA_DIR, run)
-    files, _ = storage.list_tree(prefix)
-    ours = [name for name in files if name == RUN_MARKER or (killed and _RUN_FILE.fullmatch(name))]
+def _delete_run(out: str, run: str, killed: bool) -> None:  # its marker; a killed run's files (listed nowhere)
+    files = storage.list_tree(prefix := storage.join(out, DATA_DIR, run))[0]
+    ours = [f for f in files if f == RUN_MARKER or (killed and f.startswith("train-") and f.endswith(".parquet"))]
+    if len(ours) == len(files):
+        return storage.delete_tree(prefix)  # all ours: the folders too; else a user's file stays, and its folder
     for name in ours:
         storage.delete_file(storage.join(prefix, name))
-    if len(ours) == len(files):
-        storage.delete_tree(prefix)  # empty folders (locally; an object store has none)
 
 
 def _marked_runs(out: str) -> set[str]:
