@@ -13,7 +13,7 @@ import typer
 
 from handvae import storage
 from handvae.cli_support import INTERRUPTED, ActorCount, ActorGpu, ModelFile, reports_user_errors, with_data_flags
-from handvae.errors import DataError, ModelFileError, check_path
+from handvae.errors import DataError, ModelFileError, check_paths
 from handvae.labels import CHARSET
 
 app = typer.Typer(
@@ -58,7 +58,7 @@ def prepare(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing folder.")] = False,
 ):
     """Convert the raw sources once to parquet shards (one folder per split) that later runs read faster."""
-    check_path("--out", out)
+    check_paths(("--out", out))
     from handvae.data.prepare import prepare as prepare_parquet
 
     if not (sources.letters_csv or sources.mnist_dir):
@@ -114,8 +114,7 @@ def train(
     from dataclasses import fields
     from datetime import datetime
 
-    for flag, value in (("--config", config_file), ("--storage-path", storage_path), ("--run-name", run_name)):
-        check_path(flag, value)
+    check_paths(("--config", config_file), ("--storage-path", storage_path), ("--run-name", run_name))
     from handvae.train.config import DEFAULT_PRESET, TrainConfig, resolve_config
 
     given = locals()  # every option named as a TrainConfig field overrides it (None: not given)
@@ -170,8 +169,7 @@ def evaluate(
     ] = 10,
 ):
     """The seed's accuracy figures and plots for a model on a split, as a report folder."""
-    for flag, value in (("--model", model), ("--out", out), ("--judge", judge)):
-        check_path(flag, value)
+    check_paths(("--model", model), ("--out", out), ("--judge", judge))
     storage.require(model, "model file", ModelFileError)
     from handvae.evaluate.driver import EvalOptions, run_evaluation
 
@@ -194,7 +192,7 @@ def train_judge_command(
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ):
     """Train the separate classifier that judges generated characters, on real training images only."""
-    check_path("--out", out)
+    check_paths(("--out", out))
     from handvae.evaluate.train_judge import run_judge_training
     from handvae.model.judge import JudgeTraining
 
@@ -278,8 +276,7 @@ def generate(
     """Draw characters in the styles of handwriting samples, as a parquet data set."""
     from handvae.generate.options import GenerateOptions
 
-    for flag, value in (("--model", model), ("--out", out), *(("--style-images", path) for path in style_images or ())):
-        check_path(flag, value)
+    check_paths(("--model", model), ("--out", out), *(("--style-images", path) for path in style_images or ()))
     if text is not None and chars != CHARSET:
         raise DataError("give --chars or --text, not both")
     if style_images and not sources.is_sample:
@@ -323,8 +320,7 @@ def score(
 ):
     """Classification Accuracy Score: a reference classifier trained on the generated data, on real +
     generated, and on real data alone, each with three seeds, tested on the real test split of the data flags."""
-    for flag, value in (("--dataset", dataset), ("--out", out)):
-        check_path(flag, value)
+    check_paths(("--dataset", dataset), ("--out", out))
     from handvae.score.driver import run_scoring
     from handvae.score.reports import summary
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from handvae import storage
-from handvae.errors import DataError, check_path, user_error
+from handvae.errors import DataError, check_paths, user_error
 
 # The data flags, declared once: `with_data_flags` adds them to a command, which gets `sources`.
 _DATA_FLAGS = {
@@ -112,11 +112,15 @@ def check_data_flags(given: dict) -> None:
     """What the data flags name, checked before torch and Ray are imported (seconds): an empty path,
     a missing, unreadable, binary or header-only CSV, a file where a folder is expected, a missing
     data set folder. Never a fallback to the bundled sample for an empty path."""
-    from handvae.data.kaggle_csv import inspect_csv
-
-    for name in ("letters_csv", "mnist_dir", "prepared", "dataset"):
-        check_path(f"--{name.replace('_', '-')}", given.get(name))
+    check_paths(
+        *(
+            (f"--{name.replace('_', '-')}", given.get(name))
+            for name in ("letters_csv", "mnist_dir", "prepared", "dataset")
+        )
+    )
     if given["letters_csv"] is not None:
+        from handvae.data.kaggle_csv import inspect_csv
+
         inspect_csv(given["letters_csv"])
     for flag in ("--dataset", "--prepared"):
         folder = given.get(flag.strip("-"))

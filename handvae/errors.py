@@ -62,10 +62,12 @@ def check_int(name: str, value: Any, low: int, high: int, owner: str = "") -> No
     require(owner, name, value, int, lambda v: low <= v <= high, f"an integer in [{low:,}, {high:,}]")
 
 
-def check_path(flag: str, value: str | None) -> None:
-    """A ConfigError for an empty path (an unset shell variable): never a fallback to a default."""
-    if value is not None and not value.strip():
-        raise ConfigError(f"{flag} is an empty path; give a file, folder or URI (is a shell variable unset?)")
+def check_paths(*flags: tuple[str, str | None]) -> None:
+    """A ConfigError for an empty path (an unset shell variable), given as (flag, value): never a
+    fallback to a default."""
+    for flag, value in flags:
+        if value is not None and not value.strip():
+            raise ConfigError(f"{flag} is an empty path; give a file, folder or URI (is a shell variable unset?)")
 
 
 # What a machine or a store says about a place a command writes or reads, which the user can fix

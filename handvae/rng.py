@@ -20,10 +20,15 @@ Keeping them here, each with its keys, is what makes a new use pick fresh keys i
 colliding with an old stream. Pure numpy and torch.
 """
 
+from __future__ import annotations
+
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # imported where used: the readers import mix64 and need no torch (seconds)
+    import torch
 
 _SPLITMIX_GAMMA = 0x9E3779B97F4A7C15
 
@@ -31,23 +36,31 @@ _SPLITMIX_GAMMA = 0x9E3779B97F4A7C15
 def seed_global(seed: int) -> None:
     """Seeds torch's global generator: before the model is built (every rank builds the same
     weights), and before the evaluation report's reconstructions (their posterior samples)."""
+    import torch
+
     torch.manual_seed(seed)
 
 
 def seed_training_step(seed: int, epoch: int, rank: int) -> None:
     """Seeds torch's global generator for one rank's epoch (sampling noise, augmentation, teacher
     forcing): a function of (seed, epoch, rank), so a resumed run continues exactly."""
+    import torch
+
     torch.manual_seed(((seed * 1_000_003 + epoch) * 10_007 + rank) % 2**64)  # torch takes 64 bits; seeds < 2**32 fit
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The generator of an epoch's order of training images, the same on every rank."""
+    import torch
+
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
 def stream_generator(*keys: int) -> torch.Generator:
     """A generator for any tuple of non-negative keys, through numpy's SeedSequence (keys of any
     size mix well): the streaming feed's unit order (seed, epoch) and windows (seed, epoch, rank, ...)."""
+    import torch
+
     return torch.Generator().manual_seed(
         int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> np.uint64(1))
     )
@@ -56,6 +69,8 @@ def stream_generator(*keys: int) -> torch.Generator:
 def judge_generator(seed: int) -> torch.Generator:
     """The judge's (and the reference classifier's) order and augmentation; also seeds torch's
     global generator, which its dropout draws from."""
+    import torch
+
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
@@ -75,5 +90,7 @@ def mix64(values: np.ndarray, seed: int) -> np.ndarray:
 def seeded_normal(keys: Sequence[Sequence[int]], size: int) -> torch.Tensor:
     """(len(keys), size) standard normal noise, row i drawn from its own seed keys[i] (a tuple of
     non-negative ints): a row's noise does not depend on which rows share its batch or worker."""
+    import torch
+
     rows = [np.random.default_rng(list(key)).standard_normal(size, dtype=np.float32) for key in keys]
     return torch.from_numpy(np.stack(rows)) if rows else torch.empty(0, size)

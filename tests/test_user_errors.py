@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from handvae.cli import app
 from handvae.errors import ConfigError
 from handvae.formats import dataset_output, outputs
+from handvae.formats.dataset_folder import RUN_FILE
 from handvae.model.steps import NonFiniteLoss, train_steps
 from handvae.model.vae import VAE
 from handvae.train.config import TrainConfig
@@ -72,7 +73,7 @@ def test_a_manifest_listing_a_file_twice_is_refused_naming_it(tmp_path, no_ray, 
 def _generated_run(out: Path, files: int = 1) -> str:
     """A committed generation run into OUT (its parquet files written as generation names them)."""
     with dataset_output.dataset_output(str(out), []) as run:
-        names = [dataset_output.run_file(index) for index in range(files)]
+        names = [RUN_FILE.format(index) for index in range(files)]
         for name in names:
             Path(run.prefix, name).write_bytes(b"PAR1")
         run.commit(names, {"rows": files}, {})
@@ -87,7 +88,7 @@ def test_a_generate_rerun_deletes_only_what_its_manifest_lists(tmp_path):
     killed = out / "data" / "20260101T000000Z-deadbeef"  # a killed run: its marker and a file, and a user's file
     killed.mkdir()
     (killed / outputs.RUN_MARKER).write_text("{}")
-    (killed / dataset_output.run_file(0)).write_bytes(b"PAR1")
+    (killed / RUN_FILE.format(0)).write_bytes(b"PAR1")
     (killed / "also-mine.txt").write_text("mine too")
 
     second = _generated_run(out)
@@ -97,7 +98,7 @@ def test_a_generate_rerun_deletes_only_what_its_manifest_lists(tmp_path):
         "mine.txt"
     ]  # its own files gone, the marker too
     assert sorted(p.name for p in killed.iterdir()) == ["also-mine.txt"]
-    assert json.loads((out / "manifest.json").read_text())["files"] == [f"data/{second}/{dataset_output.run_file(0)}"]
+    assert json.loads((out / "manifest.json").read_text())["files"] == [f"data/{second}/{RUN_FILE.format(0)}"]
     third = _generated_run(out)  # folders holding only a user's file are no run's: left alone again
     assert mine.exists() and not (out / "data" / second).exists() and (out / "data" / third).is_dir()
 
@@ -331,7 +332,7 @@ def test_a_null_source_in_a_prepared_folder_is_named(tmp_path):
     sources = pq.read_table(part, columns=["source"]).column(0).to_pylist()
     sources[3] = None
     _rewrite(part, "source", sources)
-    assert_user_error(invoke("data", "--dataset", str(folder)), str(part), "1 values of `source` are null")
+    assert_user_error(invoke("data", "--dataset", str(folder)), str(part), "1 nulls in `source`")
 
 
 @pytest.mark.parametrize("command", ["data", "train", "evaluate"])

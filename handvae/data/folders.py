@@ -87,10 +87,8 @@ def plan_folder(directory: str, split_seed: int = 0, test_fraction: float = 0.2)
     fs, root = storage.resolve_input(directory)
     try:
         return _plan_folder(fs, root, directory, split_seed, test_fraction)
-    except OSError as exc:  # an object store refusing the credentials, a network error, permissions
-        raise DataError(
-            f"{directory}: cannot be read ({exc}); check the path, or for a URI the credentials (AWS_* variables, ...)"
-        ) from None
+    except OSError as exc:  # an object store refusing the credentials, a network error
+        raise DataError(f"{directory}: cannot be read ({exc}); check the path, or a URI's credentials") from None
 
 
 def _plan_folder(fs: pafs.FileSystem, root: str, directory: str, split_seed: int, test_fraction: float) -> FolderPlan:
@@ -256,9 +254,7 @@ def _records(table: pa.Table, plan: FolderPlan, file: str, path: str, first: int
         raise DataError(f"{path}, row {rows[bad[0]]}: label {values[bad[0]]} is outside 0-{NUM_CLASSES - 1}")
     for name in stored:
         if table.column(name).null_count:
-            raise DataError(
-                f"{path}: {table.column(name).null_count} values of `{name}` are null; expected every record's provenance"
-            )
+            raise DataError(f"{path}: {table.column(name).null_count} nulls in `{name}` (expected provenance)")
     splits = (
         table.column("split")
         if plan.split_column
@@ -298,9 +294,7 @@ def _list_files(fs: pafs.FileSystem, root: str, directory: str, manifest: dict) 
             raise DataError(f"{directory}/{MANIFEST}: `files` must be a list of parquet paths relative to the folder")
         twice = sorted({file for file in files if files.count(file) > 1})
         if twice:
-            raise DataError(
-                f"{directory}/{MANIFEST}: lists {twice[0]} {files.count(twice[0])} times; each file may be listed once (its rows would count twice)"
-            )
+            raise DataError(f"{directory}/{MANIFEST}: lists {twice[0]} {files.count(twice[0])} times; list each once")
         for file in files:
             if fs.get_file_info(f"{root}/{file}").type != pafs.FileType.File:
                 raise DataError(f"{directory}/{file}: listed in {MANIFEST} but missing")

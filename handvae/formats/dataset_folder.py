@@ -24,6 +24,8 @@ from handvae.labels import CHARSET
 SUCCESS_MARKER = "_SUCCESS"
 MANIFEST = "manifest.json"
 DATA_DIR = "data"
+RUN_FILE = "train-{:05d}.parquet"
+"""A generation run's parquet files in DATA_DIR/<run>/, by write task: `RUN_FILE.format(index)`."""
 """A generated folder's runs: DATA_DIR/<run>/."""
 CARD = "README.md"
 SHEET = "sheet.png"

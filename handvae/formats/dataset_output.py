@@ -72,17 +72,12 @@ class DatasetRun:
         return manifest
 
 
-def run_file(index: int) -> str:
-    """The name of a generation run's `index`-th parquet file in its prefix."""
-    return f"train-{index:05d}.parquet"
-
-
-_RUN_FILE = re.compile(r"train-\d{5}\.parquet")
+_RUN_FILE = re.compile(r"train-\d{5}\.parquet")  # RUN_FILE's names
 
 
 def _delete_run(out: str, run: str, killed: bool) -> None:
     """What handvae wrote in a run's prefix: its marker, and, for a killed run (which no manifest
-    lists), the files a run writes (`run_file`); the files of a committed run the caller has deleted
+    lists), the files a run writes (RUN_FILE); the files of a committed run the caller has deleted
     by its manifest. Anything else (a user's file) stays, and with it the folder."""
     prefix = storage.join(out, DATA_DIR, run)
     files, _ = storage.list_tree(prefix)

@@ -18,10 +18,12 @@ Two ways to commit, one per kind of output:
   only between two renames). On an object store, without rename, OUT/_SUCCESS is removed first,
   the files uploaded, the earlier output's files that are not written again deleted, then
   manifest.json and _SUCCESS written last: such an OUT is complete iff _SUCCESS exists.
-- `dataset_output` (generate; `handvae.formats.dataset_output`): the workers write into a prefix of this run, OUT/data/<run>/, that
+- `dataset_output` (generate; `handvae.formats.dataset_output`): the workers write into a prefix of
+  this run, OUT/data/<run>/, that
   no reader looks at yet. The commit writes the data set card OUT/README.md (whose data_files name
   the prefix), then OUT/manifest.json (whose `files` list it), each in one atomic write (one PUT, or
-  a rename), then _SUCCESS; the earlier run's files are deleted after (its manifest's, never a file it does not list). A reader that follows either
+  a rename), then _SUCCESS; the earlier run's files (its manifest's) are deleted after. A reader that
+  follows either
   file sees the earlier output or the new one, whole, and a killed run's prefix is named by neither.
 Locks: `handvae.formats.locks`.
 """

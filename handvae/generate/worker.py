@@ -15,8 +15,7 @@ from handvae.data.images import encode_pngs
 from handvae.data.records import IMAGE_SIDE
 from handvae.data.sources import BadOutputError
 from handvae.errors import resource_error
-from handvae.formats import dataset_output
-from handvae.formats.dataset_folder import SCHEMA_METADATA, fixed_size_binary, unpack_images
+from handvae.formats.dataset_folder import RUN_FILE, SCHEMA_METADATA, fixed_size_binary, unpack_images
 from handvae.generate.options import GenerateOptions
 from handvae.inference import ModelActor
 from handvae.labels import CHARSET
@@ -143,7 +142,7 @@ class ParquetFiles(Datasink):
         if not tables:
             return None
         table = pa.concat_tables(tables).replace_schema_metadata(SCHEMA_METADATA)
-        name = dataset_output.run_file(ctx.task_idx)
+        name = RUN_FILE.format(ctx.task_idx)
         buffer = pa.BufferOutputStream()
         pq.write_table(table, buffer, row_group_size=ROWS_PER_GROUP, compression="zstd")
         data = buffer.getvalue()
