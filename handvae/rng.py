@@ -9,6 +9,7 @@ data. Each use below names its keys:
 | initial weights, report reconstructions| `seed_global`           | seed                              |
 | training noise and augmentation       | `seed_training_step`     | seed, epoch, rank                 |
 | the epoch's order of training images  | `epoch_generator`        | seed, epoch                       |
+| pair training's partners              | `partner_uniforms`       | seed, epoch, a stream tag         |
 | streamed units and shuffle windows    | `stream_generator`       | seed, epoch (, rank, window)      |
 | letters' train/test split, style picks| `mix64`                  | seed, a record's row or key       |
 | a record's posterior noise            | `seeded_normal`          | seed, the record's key (, stream) |
@@ -54,6 +55,19 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     import torch
 
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+_PARTNER_STREAM = 0x9A17
+"""Tags the partners' stream apart from every other use of (seed, epoch)."""
+
+
+def partner_uniforms(seed: int, epoch: int, count: int) -> torch.Tensor:
+    """(count,) float64 uniforms in [0, 1), one per training image in its stable order, from which
+    pair training picks each image's partner (`handvae.model.steps.epoch_partners`): a function of
+    (seed, epoch), the same on every rank and after a resume."""
+    import torch
+
+    return torch.from_numpy(np.random.default_rng([seed, epoch, _PARTNER_STREAM]).random(count))
 
 
 def stream_generator(*keys: int) -> torch.Generator:

@@ -1,3 +1,4 @@
+import re
 from dataclasses import replace
 
 import pytest
@@ -106,3 +107,21 @@ def test_bad_files_and_presets(tmp_path):
     (tmp_path / "bad.toml").write_text("epochs = = 3")
     with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
         resolve_config(config_file=str(tmp_path / "bad.toml"))
+
+
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"pairing": "other"}, "pairing must be one of ('self', 'same-class')"),
+        (
+            {"pairing": "same-class", "data_feed": "stream"},
+            "pairing same-class draws partners from the whole training set",
+        ),
+        ({"pairing": "same-class", "model": {"detail_latent": 0}}, "pairing same-class trains the detail decoder"),
+    ],
+)
+def test_pairing_settings_that_cannot_work_are_refused(values, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        TrainConfig.from_dict(values, base=PRESETS["handvae"])
+    assert TrainConfig.from_dict({"pairing": "same-class"}, base=PRESETS["handvae"]).pairing == "same-class"
+    assert PRESETS["handvae"].pairing == PRESETS["seed"].pairing == "self"

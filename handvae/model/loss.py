@@ -60,16 +60,24 @@ def kl_divergence(z_mean: torch.Tensor, log_z_var: torch.Tensor) -> torch.Tensor
     return -0.5 * torch.sum(1 + log_z_var - z_mean.pow(2) - log_z_var.exp(), dim=1)
 
 
-def loss_terms(x: torch.Tensor, y: torch.Tensor, out: ModelOutput, per_image: bool = False) -> LossTerms:
+def loss_terms(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    out: ModelOutput,
+    per_image: bool = False,
+    detail_target: torch.Tensor | None = None,
+) -> LossTerms:
     """The terms for images x in [0, 1], labels y, and the model's forward output: batch means
-    (what training minimises), or with per_image=True one value per image (what evaluation sums)."""
+    (what training minimises), or with per_image=True one value per image (what evaluation sums).
+    `detail_target`: what the detail decoder is to draw (pair training); x itself when None."""
     reduction = "none" if per_image else "mean"
     cat = F.cross_entropy(out.y_logits, y, reduction=reduction)
     recon, kl = _image_terms(x, out.x_recon, out.z_mean, out.log_z_var, per_image)
     if out.detail_recon is None:
         detail_recon = detail_kl = torch.zeros_like(recon)
     else:
-        detail_recon, detail_kl = _image_terms(x, out.detail_recon, out.detail_mean, out.detail_log_var, per_image)
+        target = x if detail_target is None else detail_target
+        detail_recon, detail_kl = _image_terms(target, out.detail_recon, out.detail_mean, out.detail_log_var, per_image)
     return LossTerms(cat=cat, recon=recon, kl=kl, detail_recon=detail_recon, detail_kl=detail_kl)
 
 

@@ -17,7 +17,7 @@ import torch
 from handvae.model.augment import augment
 from handvae.model.loss import LossTerms, loss_terms, total_loss
 from handvae.model.vae import model_inputs
-from handvae.rng import epoch_generator
+from handvae.rng import epoch_generator, partner_uniforms
 
 if TYPE_CHECKING:  # the recipe imports the model: a type only here
     from handvae.train.config import TrainConfig
@@ -48,16 +48,20 @@ def train_steps(
     latent_sums: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One optimiser step per batch of uint8 images (B, 28, 28) and labels (B,), on the model's
-    device. With `latent_sums` (classes, latent + 1), also adds each image's posterior mean z to
+    device; a batch may carry a third tensor, the partner images (B, 28, 28) that the detail
+    decoder is to draw from each image's codes (`TrainConfig.pairing`), else it draws the image
+    itself. With `latent_sums` (classes, latent + 1), also adds each image's posterior mean z to
     its class's row and 1 to the row's last column: the class latent means, accumulated in the
     epoch's own forward passes instead of another pass over the data."""
     model.train()
     device = _device(model)
     loss_sums = torch.zeros(len(TRAIN_SUMS) - 1, dtype=torch.float64, device=device)  # on the device: no sync per step
     images_seen = 0
-    for step, (images, labels) in enumerate(batches, start=1):
+    for step, (images, labels, *partners) in enumerate(batches, start=1):
         x, y = model_inputs(images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
         x = augment(x, config.augment)
+        # The partner as written: augmentation moves what the encoder sees, not what is to be drawn.
+        detail_target = model_inputs(partners[0].to(device, non_blocking=True), labels)[0] if partners else None
         decoder_labels = None
         if config.teacher_forcing:
             forced = torch.rand(len(y), device=device) < config.teacher_forcing
@@ -65,7 +69,7 @@ def train_steps(
         optimizer.zero_grad(set_to_none=True)
         with _autocast(x.device, config.bf16):
             out = model(x, decoder_labels=decoder_labels)
-            terms = loss_terms(x, y, out)
+            terms = loss_terms(x, y, out, detail_target=detail_target)
         total_loss(terms, config.loss, epoch).backward()
         if not _finite_gradients(model):
             raise NonFiniteLoss(step, _non_finite_terms(terms, config, epoch))
@@ -136,6 +140,24 @@ def epoch_order(labels: torch.Tensor, config: TrainConfig, epoch: int) -> torch.
     counts = torch.bincount(labels).double()
     weights = counts.clamp_min(1).pow(-config.class_balance)[labels]
     return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
+
+
+def epoch_partners(labels: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
+    """(N,) int64: each training image's partner in an epoch, for pair training
+    (`TrainConfig.pairing`): another image of its class, uniformly among them; itself only where
+    it is its class's only image. A function of (seed, epoch) and the labels in their stable
+    order, the same on every rank, so a resumed run draws the same partners."""
+    n = len(labels)
+    counts = torch.bincount(labels, minlength=1)
+    starts = counts.cumsum(0) - counts
+    by_class = torch.argsort(labels, stable=True)  # each class's images together, in index order
+    position = torch.empty(n, dtype=torch.long)
+    position[by_class] = torch.arange(n)
+    within, size = position - starts[labels], counts[labels]
+    # An offset of 1..size-1 along the class (0 for a class of one): never the image itself.
+    uniform = partner_uniforms(seed, epoch, n)
+    offset = torch.where(size > 1, 1 + (uniform * (size - 1)).long(), 0)
+    return by_class[starts[labels] + (within + offset) % size]
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from handvae.model.vae import VAEConfig
 
 LR_SCHEDULES = ("constant", "cosine")
 DATA_FEEDS = ("auto", "memory", "stream")
+PAIRINGS = ("self", "same-class")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,15 @@ class TrainConfig:
     teacher_forcing: float = 0.0
     """Share of training images whose decoder is given the true class instead of the encoder's
     prediction (the seed: 0), so that z carries style rather than identity."""
+    pairing: str = "self"
+    """What the detail decoder learns to draw from a sample's codes (z and d). "self" (the seed's
+    VAE): the sample itself. "same-class" (DAGAN-style pair training): another real training sample
+    of the same class, drawn afresh every epoch (`handvae.model.steps.epoch_partners`), so that the decoder
+    learns how one writer's character differs from another's instead of redrawing its input;
+    own-class generation then draws from a style sample a character it was never trained to copy.
+    The style decoder still reconstructs the sample itself, so z stays the style that transfers
+    between characters (every-style drawings, legibility and variety are z's). Needs a detail code
+    and the whole training set in memory (partners come from any rank's share)."""
     model: VAEConfig = field(default_factory=VAEConfig)
     """Model sizes."""
     loss: LossWeights = field(default_factory=LossWeights)
@@ -86,6 +96,14 @@ class TrainConfig:
             raise ConfigError(f"data_feed must be one of {DATA_FEEDS}, got {self.data_feed!r}")
         if self.data_feed == "stream" and self.class_balance:
             raise ConfigError("class_balance draws from the whole training set: it needs data_feed memory (or auto)")
+        if self.pairing not in PAIRINGS:
+            raise ConfigError(f"pairing must be one of {PAIRINGS}, got {self.pairing!r}")
+        if self.pairing != "self" and self.data_feed == "stream":
+            raise ConfigError(
+                f"pairing {self.pairing} draws partners from the whole training set: it needs data_feed memory (or auto)"
+            )
+        if self.pairing != "self" and not self.model.detail_latent:
+            raise ConfigError(f"pairing {self.pairing} trains the detail decoder: it needs [model] detail_latent > 0")
         if self.bf16 and not self.use_gpu:
             raise ConfigError("bf16 autocast needs use_gpu")
         if self.fail_once_at_epoch is not None:

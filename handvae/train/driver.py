@@ -144,7 +144,8 @@ def _streams(config: TrainConfig, folder: folders.FolderPlan | None) -> bool:
         )
     if config.data_feed != "auto":
         return config.data_feed == "stream"
-    return folder is not None and not config.class_balance and _image_bytes(folder) > IN_MEMORY_LIMIT_BYTES
+    whole_set = config.class_balance or config.pairing != "self"  # they draw from the whole training set
+    return folder is not None and not whole_set and _image_bytes(folder) > IN_MEMORY_LIMIT_BYTES
 
 
 def _image_bytes(folder: folders.FolderPlan) -> int:

@@ -36,7 +36,15 @@ from handvae.data.sources import sorted_tensors
 from handvae.data.streaming import epoch_slices, in_order_batches, shuffled_batches
 from handvae.errors import DataError
 from handvae.formats.checkpoints import FAULT_MARKER, METRICS_FILE, NON_FINITE_FILE, RunCheckpoints, TrainingState
-from handvae.model.steps import NonFiniteLoss, epoch_figures, epoch_order, evaluate_batches, latent_means, train_steps
+from handvae.model.steps import (
+    NonFiniteLoss,
+    epoch_figures,
+    epoch_order,
+    epoch_partners,
+    evaluate_batches,
+    latent_means,
+    train_steps,
+)
 from handvae.model.vae import VAE
 from handvae.train.config import TrainConfig
 
@@ -152,7 +160,13 @@ class InMemoryFeed:
         order = epoch_order(self.labels.cpu(), self.config, epoch)[
             self.rank : self.per_rank * self.world : self.world
         ].to(self.labels.device)
-        return ((self.images[index], self.labels[index]) for index in order.split(self.config.batch_size))
+        if self.config.pairing == "self":
+            return ((self.images[index], self.labels[index]) for index in order.split(self.config.batch_size))
+        partners = epoch_partners(self.labels.cpu(), self.config.seed, epoch).to(self.labels.device)
+        return (
+            (self.images[index], self.labels[index], self.images[partners[index]])
+            for index in order.split(self.config.batch_size)
+        )
 
     def test_batches(self):
         return (
