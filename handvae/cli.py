@@ -319,7 +319,8 @@ def score(
     out: Annotated[str, typer.Option("--out", help="Report folder: metrics.json, report.md, cas.png.")],
 ):
     """Classification Accuracy Score: a reference classifier trained on the generated data, on real +
-    generated, and on real data alone, each with three seeds, tested on the real test split of the data flags."""
+    generated, and on real data alone, each with three seeds, tested on the real test split of the data flags;
+    and the novelty: the generated characters' distance to the closest real training record, against new writers'."""
     check_paths(("--dataset", dataset), ("--out", out))
     from handvae.score.driver import run_scoring
     from handvae.score.reports import summary

@@ -8,7 +8,8 @@ import torch
 from typer.testing import CliRunner
 
 from handvae.cli import app
-from handvae.data.sources import DataSources, read_split, to_tensors
+from handvae.data import folders
+from handvae.data.sources import DataSources, keyed_tensors, plan_sources_folder, read_split, to_tensors
 from handvae.formats.model_file import save_model
 from handvae.generate.driver import GenerateOptions, run_generation
 from handvae.labels import CHARSET
@@ -16,7 +17,7 @@ from handvae.model.judge import JudgeTraining
 from handvae.model.vae import VAE, VAEConfig
 from handvae.score.cas import TRAINING_SETS, summarize
 from handvae.score.driver import run_scoring
-from handvae.score.reports import markdown
+from handvae.score.reports import markdown, summary
 
 from conftest import make_letters, make_mnist_root, write_kaggle_csv
 
@@ -67,6 +68,29 @@ def test_a_generated_set_is_scored_into_a_report_folder(real, generated, tmp_pat
         and "| seed 1 |" in (tmp_path / "cas" / "report.md").read_text()
     )
     assert json.loads((tmp_path / "cas" / "manifest.json").read_text())["format"] == "handvae.score"
+    # Novelty beside the usefulness: every drawing is of a training sample's style, and an untrained
+    # decoder's grey blur is near no real record (the figures on known answers: test_novelty.py).
+    novelty = report["novelty"]
+    assert (novelty["digits"]["generated"], novelty["letters"]["generated"]) == (3 * 10, 3 * 26)
+    for figures in novelty.values():
+        assert (
+            figures["ratio"] == pytest.approx(figures["generated_distance"] / figures["new_writer_distance"])
+            and figures["ratio"] > 0
+        )
+        assert 0 <= figures["nearest_is_own_sample"] <= 1
+    assert written["novelty"] == novelty and "## Novelty" in (tmp_path / "cas" / "report.md").read_text()
+    line = summary(report).splitlines()[1]
+    assert line.startswith("novelty") and f"letters {novelty['letters']['ratio']:.2f}x" in line
+
+
+def test_each_generated_character_is_keyed_by_its_style_sample_in_the_training_split(real, generated):
+    sources = DataSources(dataset=generated)
+    _, labels, record_keys = keyed_tensors(read_split(sources, None))
+    styles = folders.style_sample_keys(plan_sources_folder(sources), record_keys.numpy())
+    _, train_labels, train_keys = keyed_tensors(read_split(real, "train"))
+    of_key = dict(zip(train_keys.tolist(), train_labels.tolist()))
+    assert len(set(record_keys.tolist())) == len(labels) == 3 * 36  # the records' own keys: one each
+    assert [of_key[k] for k in styles.tolist()] == labels.tolist()  # own-class: a sample of the drawn class
 
 
 def test_bad_inputs_are_named(real, generated, tmp_path):

@@ -163,19 +163,29 @@ def training_columns(dataset: ray.data.Dataset) -> ray.data.Dataset:
 def to_tensors(dataset: ray.data.Dataset):
     """All images (N, 28, 28) uint8 and labels (N,) int64 of a dataset as torch tensors in this
     process, in a fixed order (by source and row)."""
-    return sorted_tensors(training_columns(dataset).iter_torch_batches(batch_size=8192))
+    return keyed_tensors(dataset)[:2]
 
 
-def sorted_tensors(batches):
-    """Torch batches of TRAINING_COLUMNS -> (images, labels) sorted by order key: the same tensors
-    whatever order the blocks arrived in."""
+def keyed_tensors(dataset: ray.data.Dataset):
+    """`to_tensors`, and each image's order key (N,) int64 from its source and row (a generated
+    folder's records: their file and row in it; `folders.style_sample_keys` maps those to their
+    style samples' keys)."""
+    return sorted_tensors(training_columns(dataset).iter_torch_batches(batch_size=8192), with_keys=True)
+
+
+def sorted_tensors(batches, with_keys: bool = False):
+    """Torch batches of TRAINING_COLUMNS -> (images, labels), and with_keys their order keys,
+    sorted by order key: the same tensors whatever order the blocks arrived in."""
     import torch  # here, not at the top: Ray Data's read workers import this module and need no torch
 
     batches = list(batches)
     if not batches:
-        return torch.empty(0, 28, 28, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
-    order = torch.cat([b["order_key"] for b in batches]).argsort()
-    return torch.cat([b["image"] for b in batches])[order], torch.cat([b["label"] for b in batches])[order].long()
+        empty = torch.empty(0, 28, 28, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
+        return (*empty, torch.empty(0, dtype=torch.long)) if with_keys else empty
+    keys = torch.cat([b["order_key"] for b in batches])
+    order = keys.argsort()
+    tensors = torch.cat([b["image"] for b in batches])[order], torch.cat([b["label"] for b in batches])[order].long()
+    return (*tensors, keys[order]) if with_keys else tensors
 
 
 def _with_order_key(batch: Batch) -> Batch:

@@ -9,7 +9,9 @@ the generated images, on real + generated, and on the real images, once with eac
 Ray tasks (nine with the three seeds; in parallel where the cluster has the CPUs), tests each on the real test split,
 and writes a report folder: metrics.json (every figure, per class and per seed too), report.md,
 and cas.png (accuracy per character of the three training sets, means over the seeds), through
-`handvae.score.reports`. The reference classifier itself is `handvae.score.cas`, pure torch.
+`handvae.score.reports`. Beside the usefulness, the novelty (`handvae.score.novelty`): how far the
+generated characters lie from the real training records, against the real test split's characters,
+for digits and letters apart. The reference classifier itself is `handvae.score.cas`, pure torch.
 """
 
 import time
@@ -18,13 +20,22 @@ from dataclasses import replace
 import ray
 import torch
 
-from handvae.data.sources import DataSources, read_split, source_locations, to_tensors
+from handvae.data import folders
+from handvae.data.sources import (
+    DataSources,
+    keyed_tensors,
+    plan_sources_folder,
+    read_split,
+    source_locations,
+    to_tensors,
+)
 from handvae.errors import DataError
 from handvae.formats import outputs
 from handvae.labels import NUM_CLASSES
 from handvae.model.judge import JudgeTraining
 from handvae.runtime import init_ray
 from handvae.score.cas import REFERENCE, REFERENCE_SEEDS, TRAINING_SETS, summarize, train_and_test, training_sets
+from handvae.score.novelty import measure_novelty
 from handvae.score.reports import write_report
 
 
@@ -50,8 +61,11 @@ def run_scoring(
 def _score(generated_sources: DataSources, real: DataSources, training: JudgeTraining, seeds: tuple[int, ...]) -> dict:
     init_ray(extra_cpus=len(TRAINING_SETS))
     dataset = generated_sources.dataset
-    generated = to_tensors(read_split(generated_sources, None))  # all of it: both splits
-    real_train, real_test = (to_tensors(read_split(real, split)) for split in ("train", "test"))
+    generated_images, generated_labels, record_keys = keyed_tensors(read_split(generated_sources, None))  # both splits
+    style_keys = folders.style_sample_keys(plan_sources_folder(generated_sources), record_keys.numpy())
+    real_train_keyed = keyed_tensors(read_split(real, "train"))
+    generated, real_train = (generated_images, generated_labels), real_train_keyed[:2]
+    real_test = to_tensors(read_split(real, "test"))
     for name, (images, _) in (
         (f"generated data set {dataset}", generated),
         ("real training split", real_train),
@@ -64,6 +78,8 @@ def _score(generated_sources: DataSources, real: DataSources, training: JudgeTra
         raise DataError(f"{dataset}: holds no images of labels {missing}; CAS needs every class of the real test split")
 
     started = time.perf_counter()
+    # Seconds, before the trainings take the CPUs.
+    novelty = measure_novelty((*generated, torch.from_numpy(style_keys)), real_train_keyed, real_test)
     test = ray.put(real_test)
     sets = training_sets(real_train, generated)
     stored = {name: ray.put(sets[name]) for name in TRAINING_SETS}
@@ -76,6 +92,7 @@ def _score(generated_sources: DataSources, real: DataSources, training: JudgeTra
         "real": real.describe(),
         "images": {"generated": len(generated[1]), "real_train": len(real_train[1]), "real_test": len(real_test[1])},
         **summarize({name: ray.get(refs) for name, refs in runs.items()}, seeds, training),
+        "novelty": {part: figures.to_dict() for part, figures in novelty.items()},
         "seconds": time.perf_counter() - started,
     }
 

@@ -30,6 +30,41 @@ def _percent(value: float | None) -> str:
     return "none" if value is None else f"{value:.2%}"
 
 
+def ratio(value: float | None) -> str:
+    """A novelty ratio; "none" for digits or letters without generated or test characters."""
+    return "none" if value is None else f"{value:.2f}x"
+
+
+def _share(value: float | None) -> str:
+    """A share of generated characters; "none" where none was drawn from a training sample."""
+    return "none" if value is None else f"{value:.1%}"
+
+
+def _distance(value: float | None) -> str:
+    return "none" if value is None else f"{value:.2f}"
+
+
+def _novelty_markdown(novelty: dict) -> str:
+    rows = "\n".join(
+        f"| {part} | {f['generated']:,} | {_distance(f['generated_distance'])} | {_distance(f['new_writer_distance'])} "
+        f"| {ratio(f['ratio'])} | {_share(f['nearest_is_own_sample'])} |"
+        for part, f in novelty.items()
+    )
+    return f"""## Novelty: how far the generated characters lie from the real training records
+
+Median Euclidean distance (pixels in [0, 1]) from each character to the closest real training
+character of its class: the generated ones against the real test split's (writers the model never
+saw). The ratio is ~0x for copies of the training records, ~1.0x for characters as new as a new
+writer's. Last column: the share of generated characters whose closest real one is the very
+training sample they were drawn in the style of. Novelty is not variety: drawings that all look
+alike (a class's mean character, say) can lie as far from every record as a new writer's do.
+
+| part | generated | generated to closest record | new writers to closest record | novelty | nearest their own style sample |
+|---|---|---|---|---|---|
+{rows}
+"""
+
+
 def markdown(report: dict) -> str:
     rows = "\n".join(
         f"| {name} | {_percent(f['mean_per_class_accuracy'])} | {_percent(f['digits'])} | {_percent(f['letters'])} |"
@@ -70,11 +105,12 @@ Adam steps of {reference["batch_size"]} class-balanced images, shifts up to {ref
 (`handvae.score.cas.REFERENCE`, `REFERENCE_SEEDS`).
 
 ![accuracy per character of the three training sets, means over the seeds]({REPORT_PLOT})
-"""
+
+{_novelty_markdown(report["novelty"]) if "novelty" in report else ""}"""
 
 
 def summary(report: dict) -> str:
-    """The command's line: CAS, the gain, its range over the seeds and the letters' gain."""
+    """The command's lines: CAS, the gain, its range over the seeds and the letters' gain; the novelty."""
     gains = sorted(s["augmentation_gain"] for s in report["by_seed"])
     trained_on = report["trained_on"]
     return (
@@ -82,4 +118,14 @@ def summary(report: dict) -> str:
         f"real + generated {trained_on['real+generated']['mean_per_class_accuracy']:.2%} "
         f"({points(report['augmentation_gain'])} points, {points(gains[0])} to {points(gains[-1])} by seed; "
         f"letters {points(report['augmentation_gain_letters'])}); means over {len(gains)} seeds of the reference classifier"
+        "\nnovelty (distance to the closest training record, against new writers'): "
+        + "; ".join(
+            f"{part} {ratio(f['ratio'])}"
+            + (
+                ""
+                if f["nearest_is_own_sample"] is None
+                else f", {_share(f['nearest_is_own_sample'])} nearest their own style sample"
+            )
+            for part, f in report["novelty"].items()
+        )
     )
