@@ -112,7 +112,8 @@ def test_bad_files_and_presets(tmp_path):
 @pytest.mark.parametrize(
     "values,message",
     [
-        ({"pairing": "other"}, "pairing must be one of ('self', 'same-class')"),
+        ({"pairing": "other"}, "pairing must be one of ('self', 'same-class', 'neighbours')"),
+        ({"pairing": "neighbours", "pairing_neighbours": 0}, "pairing_neighbours must be an integer >= 1"),
         (
             {"pairing": "same-class", "data_feed": "stream"},
             "pairing same-class draws partners from the whole training set",

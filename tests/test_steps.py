@@ -11,6 +11,7 @@ from handvae.model.steps import (
     epoch_figures,
     epoch_partners,
     evaluate,
+    nearest_in_class,
     train_epoch,
     train_steps,
 )
@@ -121,3 +122,18 @@ def test_pair_training_draws_the_partner_with_the_detail_decoder_and_the_image_i
         c = labels[i]
         band = detail[i, 0, 14 * c : 14 * c + 14]
         assert 0.25 < band[:, :14].mean() < 0.75 and 0.25 < band[:, 14:].mean() < 0.75
+
+
+def test_neighbour_partners_are_among_the_nearest_other_images_of_the_class():
+    # Class 0: images with 1, 2, 4 and 8 inked rows (each one's nearest by pixel distance: the next count); class 1 alone.
+    images = torch.zeros(5, 28, 28, dtype=torch.uint8)
+    for i, rows in enumerate([1, 2, 4, 8]):
+        images[i, :rows] = 255
+    labels = torch.tensor([0, 0, 0, 0, 1])
+    candidates = nearest_in_class(images, labels, k=2, chunk=3)
+    assert candidates.tolist() == [[1, 2], [0, 2], [1, 0], [2, 1], [4, 4]]
+    assert nearest_in_class(images, labels, k=4)[0].tolist() == [1, 2, 3, 1]  # 3 others, repeated in turn
+    draws = torch.stack([epoch_partners(labels, 0, epoch, candidates) for epoch in range(1, 30)])
+    for i in range(5):
+        assert set(draws[:, i].tolist()) == set(candidates[i].tolist())  # uniformly among the k
+    assert torch.equal(draws[0], epoch_partners(labels, 0, 1, candidates))

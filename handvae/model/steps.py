@@ -142,12 +142,16 @@ def epoch_order(labels: torch.Tensor, config: TrainConfig, epoch: int) -> torch.
     return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
 
 
-def epoch_partners(labels: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
+def epoch_partners(labels: torch.Tensor, seed: int, epoch: int, candidates: torch.Tensor | None = None) -> torch.Tensor:
     """(N,) int64: each training image's partner in an epoch, for pair training
     (`TrainConfig.pairing`): another image of its class, uniformly among them; itself only where
-    it is its class's only image. A function of (seed, epoch) and the labels in their stable
-    order, the same on every rank, so a resumed run draws the same partners."""
+    it is its class's only image. With `candidates` (N, k), uniformly one of its row's k instead
+    (`nearest_in_class`). A function of (seed, epoch) and the images in their stable order, the
+    same on every rank, so a resumed run draws the same partners."""
     n = len(labels)
+    uniform = partner_uniforms(seed, epoch, n)
+    if candidates is not None:
+        return candidates[torch.arange(n), (uniform * candidates.shape[1]).long()]
     counts = torch.bincount(labels, minlength=1)
     starts = counts.cumsum(0) - counts
     by_class = torch.argsort(labels, stable=True)  # each class's images together, in index order
@@ -155,9 +159,29 @@ def epoch_partners(labels: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
     position[by_class] = torch.arange(n)
     within, size = position - starts[labels], counts[labels]
     # An offset of 1..size-1 along the class (0 for a class of one): never the image itself.
-    uniform = partner_uniforms(seed, epoch, n)
     offset = torch.where(size > 1, 1 + (uniform * (size - 1)).long(), 0)
     return by_class[starts[labels] + (within + offset) % size]
+
+
+@torch.no_grad()
+def nearest_in_class(images: torch.Tensor, labels: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
+    """(N, k) int64: for each uint8 image (N, S, S), its k nearest other images of its class by
+    Euclidean distance, nearest first (pairing "neighbours"). A class with k or fewer other images
+    repeats them in turn; an image alone in its class has only itself."""
+    candidates = torch.empty(len(labels), k, dtype=torch.long)
+    for c in labels.unique().tolist():
+        members = torch.nonzero(labels == c).flatten()
+        if len(members) == 1:
+            candidates[members] = members
+            continue
+        pixels = images[members].flatten(1).float()
+        found = min(k, len(members) - 1)
+        for rows in torch.arange(len(members)).split(chunk):
+            distance = torch.cdist(pixels[rows], pixels)
+            distance[torch.arange(len(rows)), rows] = float("inf")  # never the image itself
+            nearest = distance.topk(found, dim=1, largest=False).indices
+            candidates[members[rows]] = members[nearest[:, torch.arange(k) % found]]
+    return candidates
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from handvae.model.vae import VAEConfig
 
 LR_SCHEDULES = ("constant", "cosine")
 DATA_FEEDS = ("auto", "memory", "stream")
-PAIRINGS = ("self", "same-class")
+PAIRINGS = ("self", "same-class", "neighbours")
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,15 @@ class TrainConfig:
     learns how one writer's character differs from another's instead of redrawing its input;
     own-class generation then draws from a style sample a character it was never trained to copy.
     The style decoder still reconstructs the sample itself, so z stays the style that transfers
-    between characters (every-style drawings, legibility and variety are z's). Needs a detail code
-    and the whole training set in memory (partners come from any rank's share)."""
+    between characters (every-style drawings, legibility and variety are z's). "neighbours": the
+    partner is one of the image's `pairing_neighbours` nearest images of its class (pixel distance,
+    `handvae.model.steps.nearest_in_class`): a partner drawn from the whole class is nothing the
+    image's codes can predict, and the decoder learns the class's mean character (measured:
+    docs/results/experiment-log.md); a near one is another writer's take on a similar shape.
+    Needs a detail code and the whole training set in memory (partners come from any rank's share)."""
+    pairing_neighbours: int = 8
+    """With pairing "neighbours": how many of an image's nearest images of its class its partner
+    is drawn from, uniformly, each epoch."""
     model: VAEConfig = field(default_factory=VAEConfig)
     """Model sizes."""
     loss: LossWeights = field(default_factory=LossWeights)
@@ -102,6 +109,7 @@ class TrainConfig:
             raise ConfigError(
                 f"pairing {self.pairing} draws partners from the whole training set: it needs data_feed memory (or auto)"
             )
+        require("", "pairing_neighbours", self.pairing_neighbours, int, lambda v: v >= 1, "an integer >= 1")
         if self.pairing != "self" and not self.model.detail_latent:
             raise ConfigError(f"pairing {self.pairing} trains the detail decoder: it needs [model] detail_latent > 0")
         if self.bf16 and not self.use_gpu:

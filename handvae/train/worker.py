@@ -43,6 +43,7 @@ from handvae.model.steps import (
     epoch_partners,
     evaluate_batches,
     latent_means,
+    nearest_in_class,
     train_steps,
 )
 from handvae.model.vae import VAE
@@ -155,6 +156,11 @@ class InMemoryFeed:
         self.test_images, self.test_labels = test_images[rank::world], test_labels[rank::world]
         self.train_rows, self.test_rows, self.per_rank = len(self.labels), len(test_labels), len(self.labels) // world
         _check_share(self.train_rows, world)
+        # Once per run, the same on every rank (the same sorted images).
+        neighbours = config.pairing == "neighbours"
+        self.candidates = (
+            nearest_in_class(self.images.cpu(), self.labels.cpu(), config.pairing_neighbours) if neighbours else None
+        )
 
     def train_batches(self, epoch: int):
         order = epoch_order(self.labels.cpu(), self.config, epoch)[
@@ -162,7 +168,7 @@ class InMemoryFeed:
         ].to(self.labels.device)
         if self.config.pairing == "self":
             return ((self.images[index], self.labels[index]) for index in order.split(self.config.batch_size))
-        partners = epoch_partners(self.labels.cpu(), self.config.seed, epoch).to(self.labels.device)
+        partners = epoch_partners(self.labels.cpu(), self.config.seed, epoch, self.candidates).to(self.labels.device)
         return (
             (self.images[index], self.labels[index], self.images[partners[index]])
             for index in order.split(self.config.batch_size)
