@@ -22,6 +22,7 @@ def test_copies_of_the_training_records_are_0x_and_nearest_their_own_sample():
         assert figures[part].generated_distance == 0.0 and figures[part].ratio == 0.0
         assert figures[part].new_writer_distance > 5
         assert figures[part].nearest_is_own_sample == 1.0
+        assert figures[part].spread == 1.0  # as varied as the real records: they are the real records
 
 
 def test_characters_by_new_writers_are_1x_and_have_no_own_sample_in_the_training_split():
@@ -72,3 +73,13 @@ def test_a_part_without_generated_characters_has_no_figures():
         and figures["letters"].nearest_is_own_sample is None
     )
     assert figures["digits"].ratio == 0.0
+
+
+def test_one_character_per_class_is_new_and_has_no_spread():
+    train, test = real_split(40, seed=0, first_key=0), real_split(20, seed=1, first_key=1000)
+    # Each class drawn as one image: the mean of its training records, 50 times.
+    means = torch.stack([train[0][train[1] == c].float().mean(0).round().to(torch.uint8) for c in (3, 12)])
+    labels = torch.tensor([3, 12]).repeat(50)
+    figures = measure_novelty((means.repeat(50, 1, 1), labels, torch.full((100,), 10**6)), train, test[:2])
+    for part in ("digits", "letters"):
+        assert figures[part].ratio > 0.5 and figures[part].spread == 0.0

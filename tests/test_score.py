@@ -77,10 +77,11 @@ def test_a_generated_set_is_scored_into_a_report_folder(real, generated, tmp_pat
             figures["ratio"] == pytest.approx(figures["generated_distance"] / figures["new_writer_distance"])
             and figures["ratio"] > 0
         )
-        assert 0 <= figures["nearest_is_own_sample"] <= 1
+        assert 0 <= figures["nearest_is_own_sample"] <= 1 and figures["spread"] > 0
     assert written["novelty"] == novelty and "## Novelty" in (tmp_path / "cas" / "report.md").read_text()
     line = summary(report).splitlines()[1]
     assert line.startswith("novelty") and f"letters {novelty['letters']['ratio']:.2f}x" in line
+    assert f"spread {novelty['letters']['spread']:.2f}x" in line
 
 
 def test_each_generated_character_is_keyed_by_its_style_sample_in_the_training_split(real, generated):

@@ -5,7 +5,9 @@ For digits and letters apart: the median Euclidean distance (pixels in [0, 1]) f
 character to the closest real training character of its class, against the same median for the
 real test split's characters (writers the model never saw). Their ratio is ~0x for copies of the
 training set and ~1.0x for characters as new as a new writer's. Beside it, the share of generated
-characters whose closest real one is their own style sample: 100% for redraws of the samples.
+characters whose closest real one is their own style sample: 100% for redraws of the samples; and
+the spread, since novelty is not variety: one mean character per class lies as far from every
+record as a new writer's character does, and all its drawings look alike.
 
 Pure torch, no Ray: `handvae score` calls it on the tensors it has read.
 """
@@ -18,6 +20,8 @@ import torch
 from handvae.labels import NUM_CLASSES, NUM_DIGITS
 
 PARTS = {"digits": range(NUM_DIGITS), "letters": range(NUM_DIGITS, NUM_CLASSES)}
+SPREAD_SAMPLE = 500
+"""Characters of a class (evenly spaced in their order) whose distances to each other give its spread."""
 QUERY_CHUNK = 4096
 """Generated or test characters compared with a class's training characters at once: bounds the
 distance matrix at QUERY_CHUNK x (the class's training images) floats."""
@@ -38,6 +42,10 @@ class Novelty:
     nearest_is_own_sample: float | None
     """Share of the generated characters whose closest real training character is their own style
     sample; None where none of them was drawn in the style of a training sample."""
+    spread: float | None = None
+    """Mean over the part's classes of the median distance between two generated characters of a
+    class, against the same for two real training characters of it: ~1 for a set as varied as the
+    real one, ~0 where every drawing of a class looks alike."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,14 +90,26 @@ def measure_novelty(
         drawn_median = _median(drawn_distance[drawn])
         test_median = _median(test_distance[_of(test[1], classes)])
         styled = drawn & in_train
+        spreads = []
+        for c in classes:
+            drawn_of_class, real_of_class = generated_images[generated_labels == c], train_images[train_labels == c]
+            if len(drawn_of_class) > 1 and len(real_of_class) > 1 and (real_gap := _median_gap(real_of_class)) > 0:
+                spreads.append(_median_gap(drawn_of_class) / real_gap)
         figures[part] = Novelty(
             generated=int(drawn.sum()),
             generated_distance=drawn_median,
             new_writer_distance=test_median,
             ratio=drawn_median / test_median if drawn_median is not None and test_median else None,
             nearest_is_own_sample=float(own[styled].double().mean()) if styled.any() else None,
+            spread=float(np.mean(spreads)) if spreads else None,
         )
     return figures
+
+
+def _median_gap(images: torch.Tensor) -> float:
+    """The median distance between two of the images (up to SPREAD_SAMPLE of them, evenly spaced)."""
+    sample = images[torch.linspace(0, len(images) - 1, min(len(images), SPREAD_SAMPLE)).long()]
+    return float(torch.pdist(_pixels(sample)).median())
 
 
 def _pixels(images: torch.Tensor) -> torch.Tensor:

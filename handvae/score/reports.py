@@ -47,7 +47,7 @@ def _distance(value: float | None) -> str:
 def _novelty_markdown(novelty: dict) -> str:
     rows = "\n".join(
         f"| {part} | {f['generated']:,} | {_distance(f['generated_distance'])} | {_distance(f['new_writer_distance'])} "
-        f"| {ratio(f['ratio'])} | {_share(f['nearest_is_own_sample'])} |"
+        f"| {ratio(f['ratio'])} | {_share(f['nearest_is_own_sample'])} | {ratio(f['spread'])} |"
         for part, f in novelty.items()
     )
     return f"""## Novelty: how far the generated characters lie from the real training records
@@ -57,10 +57,12 @@ character of its class: the generated ones against the real test split's (writer
 saw). The ratio is ~0x for copies of the training records, ~1.0x for characters as new as a new
 writer's. Last column: the share of generated characters whose closest real one is the very
 training sample they were drawn in the style of. Novelty is not variety: drawings that all look
-alike (a class's mean character, say) can lie as far from every record as a new writer's do.
+alike (a class's mean character, say) lie as far from every record as a new writer's do. The spread
+tells them apart: the median distance between two generated characters of a class against two real
+training characters of it (mean over the classes; ~1x as varied as the real ones, ~0x all alike).
 
-| part | generated | generated to closest record | new writers to closest record | novelty | nearest their own style sample |
-|---|---|---|---|---|---|
+| part | generated | generated to closest record | new writers to closest record | novelty | nearest their own style sample | spread |
+|---|---|---|---|---|---|---|
 {rows}
 """
 
@@ -126,6 +128,7 @@ def summary(report: dict) -> str:
                 if f["nearest_is_own_sample"] is None
                 else f", {_share(f['nearest_is_own_sample'])} nearest their own style sample"
             )
+            + f", spread {ratio(f['spread'])}"
             for part, f in report["novelty"].items()
         )
     )
