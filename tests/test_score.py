@@ -8,7 +8,6 @@ import torch
 from typer.testing import CliRunner
 
 from handvae.cli import app
-from handvae.data import folders
 from handvae.data.sources import DataSources, keyed_tensors, plan_sources_folder, read_split, to_tensors
 from handvae.formats.model_file import save_model
 from handvae.generate.driver import GenerateOptions, run_generation
@@ -16,7 +15,7 @@ from handvae.labels import CHARSET
 from handvae.model.judge import JudgeTraining
 from handvae.model.vae import VAE, VAEConfig
 from handvae.score.cas import TRAINING_SETS, summarize
-from handvae.score.driver import run_scoring
+from handvae.score.driver import _style_sample_keys, run_scoring
 from handvae.score.reports import markdown, summary
 
 from conftest import make_letters, make_mnist_root, write_kaggle_csv
@@ -87,7 +86,7 @@ def test_a_generated_set_is_scored_into_a_report_folder(real, generated, tmp_pat
 def test_each_generated_character_is_keyed_by_its_style_sample_in_the_training_split(real, generated):
     sources = DataSources(dataset=generated)
     _, labels, record_keys = keyed_tensors(read_split(sources, None))
-    styles = folders.style_sample_keys(plan_sources_folder(sources), record_keys.numpy())
+    styles = _style_sample_keys(plan_sources_folder(sources), record_keys.numpy())
     _, train_labels, train_keys = keyed_tensors(read_split(real, "train"))
     of_key = dict(zip(train_keys.tolist(), train_labels.tolist()))
     assert len(set(record_keys.tolist())) == len(labels) == 3 * 36  # the records' own keys: one each

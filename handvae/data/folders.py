@@ -176,30 +176,6 @@ def read_unit(
         raise DataError(f"{path}: not readable as the data set's parquet ({exc})") from None
 
 
-def style_sample_keys(plan: FolderPlan, record_keys: np.ndarray) -> np.ndarray:
-    """The style sample's key (`style_id`, which `handvae generate` writes from the sample's source
-    and row) of each record of a folder, given the records' own keys (`order_keys` of the file and
-    row the readers give them). A folder without `style_id` (prepared: its records keep their
-    original source and row) gives the records' own keys."""
-    if plan.prepared:
-        return record_keys
-    fs, root = storage.resolve_input(plan.root)
-    keys, styles = [], []
-    for file in sorted({unit.file for unit in plan.units}):
-        try:
-            table = pq.read_table(fs.open_input_file(f"{root}/{file}"), columns=["style_id"])
-            column = table.column("style_id").to_numpy()
-        except KeyError:
-            return record_keys
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"{plan.path(file)}: not readable as the data set's parquet ({exc})") from None
-        keys.append(order_keys(np.full(len(column), file, dtype=object), np.arange(len(column))))
-        styles.append(column)
-    keys, styles = np.concatenate(keys), np.concatenate(styles)
-    order = np.argsort(keys)
-    return styles[order][np.searchsorted(keys[order], record_keys)]
-
-
 def read_slices(
     plan: FolderPlan, split: str, slices: Iterable[tuple[int, int, int]]
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:

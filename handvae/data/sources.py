@@ -168,7 +168,7 @@ def to_tensors(dataset: ray.data.Dataset):
 
 def keyed_tensors(dataset: ray.data.Dataset):
     """`to_tensors`, and each image's order key (N,) int64 from its source and row (a generated
-    folder's records: their file and row in it; `folders.style_sample_keys` maps those to their
+    folder's records: their file and row in it; `handvae score` maps those to their
     style samples' keys)."""
     return sorted_tensors(training_columns(dataset).iter_torch_batches(batch_size=8192), with_keys=True)
 

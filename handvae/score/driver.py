@@ -17,10 +17,15 @@ for digits and letters apart. The reference classifier itself is `handvae.score.
 import time
 from dataclasses import replace
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 import torch
 
+from handvae import storage
 from handvae.data import folders
+from handvae.data.records import order_keys
 from handvae.data.sources import (
     DataSources,
     keyed_tensors,
@@ -62,7 +67,7 @@ def _score(generated_sources: DataSources, real: DataSources, training: JudgeTra
     init_ray(extra_cpus=len(TRAINING_SETS))
     dataset = generated_sources.dataset
     generated_images, generated_labels, record_keys = keyed_tensors(read_split(generated_sources, None))  # both splits
-    style_keys = folders.style_sample_keys(plan_sources_folder(generated_sources), record_keys.numpy())
+    style_keys = _style_sample_keys(plan_sources_folder(generated_sources), record_keys.numpy())
     real_train_keyed = keyed_tensors(read_split(real, "train"))
     generated, real_train = (generated_images, generated_labels), real_train_keyed[:2]
     real_test = to_tensors(read_split(real, "test"))
@@ -95,6 +100,30 @@ def _score(generated_sources: DataSources, real: DataSources, training: JudgeTra
         "novelty": {part: figures.to_dict() for part, figures in novelty.items()},
         "seconds": time.perf_counter() - started,
     }
+
+
+def _style_sample_keys(plan: folders.FolderPlan, record_keys: np.ndarray) -> np.ndarray:
+    """The style sample's key (`style_id`, which `handvae generate` writes from the sample's source
+    and row) of each record of a folder, given the records' own keys (`order_keys` of the file and
+    row the readers give them). A folder without `style_id` (prepared: its records keep their
+    original source and row) gives the records' own keys."""
+    if plan.prepared:
+        return record_keys
+    fs, root = storage.resolve_input(plan.root)
+    keys, styles = [], []
+    for file in sorted({unit.file for unit in plan.units}):
+        try:
+            table = pq.read_table(fs.open_input_file(f"{root}/{file}"), columns=["style_id"])
+            column = table.column("style_id").to_numpy()
+        except KeyError:
+            return record_keys
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{plan.path(file)}: not readable as the data set's parquet ({exc})") from None
+        keys.append(order_keys(np.full(len(column), file, dtype=object), np.arange(len(column))))
+        styles.append(column)
+    keys, styles = np.concatenate(keys), np.concatenate(styles)
+    order = np.argsort(keys)
+    return styles[order][np.searchsorted(keys[order], record_keys)]
 
 
 @ray.remote(num_cpus=1)
