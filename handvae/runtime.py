@@ -98,6 +98,32 @@ def check_workers_fit(num_workers: int, use_gpu: bool) -> None:
         )
 
 
+def check_paths_reach_workers(paths: dict[str, str | None], num_workers: int, use_gpu: bool) -> None:
+    """Refuse local paths that the workers (training ranks, model actors, Ray Data's tasks) read or
+    write, `paths` by flag, when they may run on another node than this process: a Ray cluster of
+    several nodes, or one whose only node cannot hold the workers (the autoscaler adds nodes for
+    them). A local path names a file of this node only; a URI (s3://...) is the same on all.
+    An embedded Ray is one node that holds the workers (check_workers_fit); on a cluster
+    (RAY_ADDRESS) this joins it, to ask for its nodes."""
+    local = {flag: path for flag, path in paths.items() if path and not storage.is_uri(path)}
+    if not local or not os.environ.get("RAY_ADDRESS"):
+        return
+    init_ray()
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    unit = "GPU" if use_gpu else "CPU"
+    if len(nodes) > 1:
+        why = f"this Ray cluster has {len(nodes)} nodes, and the workers run on any of them"
+    elif nodes and nodes[0]["Resources"].get(unit, 0) < num_workers:
+        held = nodes[0]["Resources"].get(unit, 0)
+        why = f"this Ray cluster's one node has {held:g} {unit}(s) for {num_workers} workers, which will run on nodes added for them"
+    else:
+        return
+    flag, path = next(iter(local.items()))
+    raise ConfigError(
+        f"{flag} {path}: a local path is on this node only, and {why}; give a URI that every node reaches (s3://BUCKET/...)"
+    )
+
+
 @contextlib.contextmanager
 def keeping_sigint_handler():
     """Ray Train's fit() installs a SIGINT handler of its own and leaves it behind; after the run it

@@ -92,3 +92,17 @@ def test_a_file_without_class_latent_means_loads_with_zeros(tmp_path):
     torch.save(payload, tmp_path / "wrong.pt")
     with pytest.raises(ModelFileError, match=r"class_latent_means has shape \(3, 3\)"):
         load_model(tmp_path / "wrong.pt")
+
+
+def test_a_training_state_saved_with_the_retired_fault_drill_field_still_resumes(tmp_path):
+    """Checkpoints from before faults moved out of the recipe carry `fail_once_at_epoch: null`."""
+    from handvae.formats.checkpoints import TrainingState, load_training_state
+    from handvae.train.config import TrainConfig
+
+    config = TrainConfig(model=VAEConfig(num_filters=4, num_latent=3))
+    model = VAE(config.model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    saved = {**config.to_dict(), "fail_once_at_epoch": None}
+    TrainingState(model.state_dict(), optimizer.state_dict(), 1, [{"epoch": 1}], saved, 0).save(str(tmp_path))
+    state = load_training_state(str(tmp_path))
+    assert TrainConfig.from_dict(state.config) == config and "fail_once_at_epoch" not in state.config

@@ -20,10 +20,12 @@ from handvae.data.images import encode_pngs
 from handvae.data.prepare import prepare
 from handvae.data.sources import DataSources
 from handvae.data.streaming import epoch_slices, shuffled_batches
+from handvae.formats.checkpoints import FAULT_MARKER
 from handvae.formats.model_file import load_model_and_metadata
 from handvae.model.vae import VAEConfig
 from handvae.train.config import TrainConfig
 from handvae.train.driver import run_training
+from handvae.train.worker import FAULT_INJECTION_ENV
 
 from conftest import assert_same_weights, make_letters, write_kaggle_csv
 
@@ -238,15 +240,16 @@ def test_streaming_run_learns_and_exports_the_class_latent_means_of_its_last_epo
 
 
 def test_stopped_on_a_copy_of_the_folder_elsewhere_then_a_worker_fault_gives_the_same_weights(
-    ray_local, generated, config, straight, tmp_path
+    ray_local, generated, config, straight, tmp_path, monkeypatch
 ):
     # Three promises in one resumed run (the suite's time is short): the folder moved elsewhere
     # gives the same splits, order and weights; a run stopped after epoch 2 resumes at epoch 3;
     # a worker failure at the end of epoch 3 is retried from the epoch-2 checkpoint.
     copy = DataSources(dataset=str(shutil.copytree(generated, tmp_path / "moved" / "elsewhere")))
     run_training(replace(config, epochs=2), copy, "resumed", str(tmp_path))
-    result = run_training(replace(config, fail_once_at_epoch=3, max_failures=1), copy, "resumed", str(tmp_path))
-    assert (tmp_path / "resumed" / ".fault-drill-done").exists()
+    monkeypatch.setenv(FAULT_INJECTION_ENV, "raise:3")
+    result = run_training(replace(config, max_failures=1), copy, "resumed", str(tmp_path))
+    assert (tmp_path / "resumed" / FAULT_MARKER).exists()
     assert [r["epoch"] for r in result.metrics] == [1, 2, 3]
     losses = lambda metrics: [(r["cat_loss"], r["recon_loss"], r["test_accuracy"]) for r in metrics]  # noqa: E731
     assert losses(result.metrics) == losses(straight.metrics)

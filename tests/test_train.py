@@ -11,10 +11,12 @@ from typer.testing import CliRunner
 from handvae.cli import app
 from handvae.data.sources import DataSources
 from handvae.evaluate.driver import run_report
+from handvae.formats.checkpoints import FAULT_MARKER
 from handvae.formats.model_file import load_model_and_metadata
 from handvae.model.vae import VAEConfig
 from handvae.train.config import TrainConfig
 from handvae.train.driver import run_training
+from handvae.train.worker import FAULT_INJECTION_ENV
 
 from conftest import assert_same_weights, make_letters, write_kaggle_csv
 
@@ -95,17 +97,18 @@ def test_model_file_round_trips(uninterrupted, config):
 
 
 def test_stopped_after_epoch_2_resumes_at_epoch_3_and_a_failed_worker_is_retried_with_the_same_weights(
-    sources, config, uninterrupted, tmp_path, capfd
+    sources, config, uninterrupted, tmp_path, capfd, monkeypatch
 ):
     # Two promises in one resumed run (the suite's time is short): it starts at epoch 3, and a
     # worker that fails at the end of epoch 3 is retried from the epoch-2 checkpoint.
     storage = str(tmp_path)
     run_training(replace(config, epochs=2), sources, "resumed", storage)
     capfd.readouterr()
-    result = run_training(replace(config, fail_once_at_epoch=3, max_failures=1), sources, "resumed", storage)
+    monkeypatch.setenv(FAULT_INJECTION_ENV, "raise:3")
+    result = run_training(replace(config, max_failures=1), sources, "resumed", storage)
     printed = capfd.readouterr().out
     assert "epoch 3/3" in printed and "epoch 1/3" not in printed and "epoch 2/3" not in printed
-    assert (tmp_path / "resumed" / ".fault-drill-done").exists()
+    assert (tmp_path / "resumed" / FAULT_MARKER).exists()
     assert [r["epoch"] for r in result.metrics] == [1, 2, 3]
     lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]

@@ -27,7 +27,8 @@ MODEL_FILE = "model.pt"
 """The model file (`handvae.formats.model_file`), exported from the last checkpoint."""
 REPORT_DIR = "report"
 """The evaluation report of the final model (`handvae evaluate`'s folder)."""
-FAULT_MARKER = ".fault-drill-done"
+FAULT_MARKER = ".fault-injected"
+"""Written by rank 0 when it does the fault HANDVAE_FAULT_INJECTION asks for (`handvae.train.worker.FaultInjection`): once per run."""
 NON_FINITE_FILE = "stopped-non-finite.json"
 """Written by rank 0 when training stops at a non-finite loss: the epoch, the step and the terms."""
 STATE_FILE = "train_state.pt"
@@ -35,6 +36,9 @@ STATE_FORMAT = "handvae.training_state"
 CHECKPOINT_PREFIX = "checkpoint_"
 """Ray Train's checkpoint folders in a run folder: checkpoint_<date>_<time.microseconds>, so their
 names sort in the order they were written."""
+RETIRED_CONFIG_KEYS = ("fail_once_at_epoch",)
+"""TrainConfig fields that older checkpoints still carry (always null there): dropped on reading,
+so that their runs resume."""
 
 
 @dataclass
@@ -76,6 +80,7 @@ def load_training_state(folder: str) -> TrainingState:
         if not isinstance(payload, dict) or payload.pop("format", STATE_FORMAT) != STATE_FORMAT:
             raise ModelFileError(f"{path}: not a handvae training state")
         state = TrainingState(**payload)
+        state.config = {k: v for k, v in state.config.items() if k not in RETIRED_CONFIG_KEYS}
         config = TrainConfig.from_dict(state.config)
         model = VAE(config.model)
         check_state(path, state.model_state, model.state_dict())

@@ -84,8 +84,6 @@ class TrainConfig:
     of a data set folder every epoch, memory bounded by its buffers (`handvae.data.streaming`);
     "auto": stream a data set folder whose images exceed `handvae.train.driver.IN_MEMORY_LIMIT_BYTES`,
     keep anything smaller, and raw sources, in memory."""
-    fail_once_at_epoch: int | None = None
-    """Fault drill: rank 0 raises once at the end of this epoch, before its checkpoint."""
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "num_workers", "checkpoint_every"):
@@ -114,15 +112,6 @@ class TrainConfig:
             raise ConfigError(f"pairing {self.pairing} trains the detail decoder: it needs [model] detail_latent > 0")
         if self.bf16 and not self.use_gpu:
             raise ConfigError("bf16 autocast needs use_gpu")
-        if self.fail_once_at_epoch is not None:
-            require(
-                "",
-                "fail_once_at_epoch",
-                self.fail_once_at_epoch,
-                int,
-                lambda v: 1 <= v <= self.epochs,
-                f"an epoch 1-{self.epochs}",
-            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -24,12 +24,18 @@ from handvae.errors import ConfigError, DataError, OutputError
 from handvae.formats.checkpoints import CONFIG_FILE, MODEL_FILE, NON_FINITE_FILE, RunCheckpoints
 from handvae.formats.model_file import save_model
 from handvae.model.vae import VAE
-from handvae.runtime import check_workers_fit, init_ray, keeping_sigint_handler, set_aside_stale_train_snapshot
+from handvae.runtime import (
+    check_paths_reach_workers,
+    check_workers_fit,
+    init_ray,
+    keeping_sigint_handler,
+    set_aside_stale_train_snapshot,
+)
 from handvae.train.config import TrainConfig
-from handvae.train.worker import train_loop_per_worker
+from handvae.train.worker import FaultInjection, train_loop_per_worker
 
 # Fields that may change when a run is resumed; any other change would silently mix two recipes.
-RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "max_failures", "tensorboard", "report", "fail_once_at_epoch"}
+RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "max_failures", "tensorboard", "report"}
 IN_MEMORY_LIMIT_BYTES = 512 << 20
 """data_feed "auto" streams a data set folder whose train and test images are larger: each worker
 would otherwise hold a copy of them, and the driver's object store another."""
@@ -57,6 +63,14 @@ def run_training(config: TrainConfig, sources: DataSources, run_name: str, stora
             if folder.rows(split) == 0:
                 raise DataError(f"{folder.root}: no {split} images (training needs both splits)")
     stream = _streams(config, folder)
+    fault = FaultInjection.from_env()
+    reached = {
+        "--storage-path": storage_path,
+        "--letters-csv": sources.letters_csv,
+        "--prepared": sources.prepared_dir,
+        "--dataset": sources.dataset,
+    }
+    check_paths_reach_workers(reached, config.num_workers, config.use_gpu)
     # Before Ray starts: a run folder that cannot be written fails now, in one line (and a bad data
     # set below still leaves no run folder behind).
     try:
@@ -82,7 +96,12 @@ def run_training(config: TrainConfig, sources: DataSources, run_name: str, stora
     storage.delete_file(storage.join(run_dir, NON_FINITE_FILE))  # an earlier attempt's stop: this one trains again
     trainer = TorchTrainer(
         train_loop_per_worker,  # handvae.train.worker
-        train_loop_config={"config": config.to_dict(), "run_dir": run_dir, "folder": folder if stream else None},
+        train_loop_config={
+            "config": config.to_dict(),
+            "run_dir": run_dir,
+            "folder": folder if stream else None,
+            "fault": fault,
+        },
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
         run_config=RunConfig(
             name=run_name,

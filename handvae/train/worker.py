@@ -23,6 +23,7 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 
 import ray
 import ray.train
@@ -34,7 +35,7 @@ from handvae import rng, storage
 from handvae.data import folders
 from handvae.data.sources import sorted_tensors
 from handvae.data.streaming import epoch_slices, in_order_batches, shuffled_batches
-from handvae.errors import DataError
+from handvae.errors import ConfigError, DataError
 from handvae.formats.checkpoints import FAULT_MARKER, METRICS_FILE, NON_FINITE_FILE, RunCheckpoints, TrainingState
 from handvae.model.steps import (
     NonFiniteLoss,
@@ -50,6 +51,53 @@ from handvae.model.vae import VAE
 from handvae.train.config import TrainConfig
 
 EVAL_BATCH = 1024
+FAULT_INJECTION_ENV = "HANDVAE_FAULT_INJECTION"
+FAULT_PAUSE_S = 300.0
+
+
+@dataclass(frozen=True)
+class FaultInjection:
+    """A fault for the tests to recover from, never part of a recipe. Given as
+    HANDVAE_FAULT_INJECTION=KIND:EPOCH in the driver's environment (under `ray job submit`, the
+    job's runtime env), read by the driver and done by rank 0, once per run folder: rank 0 writes
+    FAULT_MARKER there when it does it, and a retried or resumed run finds the marker and goes on.
+    - `raise:N`: rank 0 raises at the end of epoch N, before its checkpoint: a failed worker.
+    - `pause:N`: rank 0 waits (FAULT_PAUSE_S) halfway through epoch N's steps, the marker written:
+      the moment for a test to kill a node mid-epoch. Restarted workers do not wait again."""
+
+    kind: str
+    """"raise" or "pause"."""
+    epoch: int
+    """The 1-based epoch it happens in."""
+
+    @classmethod
+    def from_env(cls) -> "FaultInjection | None":
+        spec = os.environ.get(FAULT_INJECTION_ENV)
+        if not spec:
+            return None
+        kind, _, epoch = spec.partition(":")
+        if kind not in ("raise", "pause") or not epoch.isdigit() or int(epoch) < 1:
+            raise ConfigError(f"{FAULT_INJECTION_ENV}={spec!r}: expected raise:EPOCH or pause:EPOCH (EPOCH >= 1)")
+        return cls(kind, int(epoch))
+
+    def during_epoch(self, batches, epoch: int, steps: int, run_dir: str):
+        """The epoch's batches, with the pause halfway through where it is due."""
+        for step, batch in enumerate(batches):
+            if self.kind == "pause" and epoch == self.epoch and step == steps // 2 and self._first_time(run_dir):
+                time.sleep(FAULT_PAUSE_S)
+            yield batch
+
+    def after_epoch(self, epoch: int, run_dir: str) -> None:
+        if self.kind == "raise" and epoch == self.epoch and self._first_time(run_dir):
+            raise RuntimeError(f"{FAULT_INJECTION_ENV}: rank 0 fails once at the end of epoch {epoch}")
+
+    @staticmethod
+    def _first_time(run_dir: str) -> bool:
+        marker = storage.join(run_dir, FAULT_MARKER)
+        if storage.read_bytes(marker) is not None:
+            return False
+        storage.write_bytes(marker, b"")
+        return True
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -77,11 +125,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
     started = time.perf_counter()
     folder = loop_config["folder"]
     feed = StreamingFeed(folder, config, rank, world) if folder else InMemoryFeed(config, rank, world, device)
+    steps = -(-feed.per_rank // config.batch_size)
     if rank == 0:
         print(
             f"{'streaming' if folder else 'loaded'} {feed.train_rows} train and {feed.test_rows} test images in "
             f"{time.perf_counter() - started:.1f}s; {world} worker(s), {feed.per_rank} images and "
-            f"{-(-feed.per_rank // config.batch_size)} steps per worker per epoch"
+            f"{steps} steps per worker per epoch"
             + (
                 f"; {feed.train_rows - feed.per_rank * world} image(s) left out each epoch to keep the workers equal"
                 if feed.train_rows % world
@@ -91,6 +140,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         )
 
     scalars = _tensorboard_writer(run_dir) if config.tensorboard and rank == 0 else None
+    fault: FaultInjection | None = loop_config["fault"] if rank == 0 else None
     for epoch in range(start_epoch, config.epochs + 1):
         rng.seed_training_step(config.seed, epoch, rank)  # sampling noise, augmentation
         for group in optimizer.param_groups:
@@ -102,8 +152,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
             else None
         )
         started = time.perf_counter()
+        batches = (
+            fault.during_epoch(feed.train_batches(epoch), epoch, steps, run_dir) if fault else feed.train_batches(epoch)
+        )
         try:
-            train_sums = train_steps(ddp_model, optimizer, feed.train_batches(epoch), epoch, config, latent_sums)
+            train_sums = train_steps(ddp_model, optimizer, batches, epoch, config, latent_sums)
         except NonFiniteLoss as stop:
             # Every rank stops at the same step (see NonFiniteLoss) and leaves the loop: the run ends
             # without a retry, its last checkpoint is the last finite one, and the driver says why.
@@ -130,7 +183,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 for name, value in record.items():
                     scalars.add_scalar(name, value, epoch)
                 scalars.flush()
-            _fault_drill(config, epoch, run_dir)
+            if fault:
+                fault.after_epoch(epoch, run_dir)
         if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
             _report_with_checkpoint(record, rank, model, optimizer, epoch, config, history)
         else:
@@ -233,13 +287,6 @@ def _report_with_checkpoint(record, rank, model, optimizer, epoch, config, histo
             state.save(directory)
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(record, checkpoint=checkpoint)
-
-
-def _fault_drill(config: TrainConfig, epoch: int, run_dir: str) -> None:
-    marker = storage.join(run_dir, FAULT_MARKER)
-    if config.fail_once_at_epoch == epoch and storage.read_bytes(marker) is None:
-        storage.write_bytes(marker, b"")
-        raise RuntimeError(f"fault drill: rank 0 fails once at the end of epoch {epoch}")
 
 
 def _progress_line(record: dict, config: TrainConfig) -> str:
