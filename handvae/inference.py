@@ -5,11 +5,12 @@ actor then loads the same file itself. Only the file's path travels to the actor
 an argument over 100 KB goes through the object store, where a restarted actor cannot count on
 finding it (ray-project/ray#53727), while the file stays put and a restarted actor reloads it. On a
 cluster the actors run on other nodes, so the model file must be a URI (s3://..., where a cluster's
-training run writes it) or a path that every node sees (a shared mount). Ray Data 2.60 itself still
-makes the core worker log "Actor ... has constructor arguments in the object store" for its own
-context and transformer refs, whatever the arguments are; map_batches(max_restarts=0) would
-silence it at the cost of actor restarts, which we keep, and the callers run their pools inside
-`handvae.runtime.hiding_actor_restart_notice`, which keeps that line off the terminal.
+training run writes it): a local path is refused there (`runtime.check_paths_reach_workers`).
+Ray Data 2.60 itself still makes the core worker log "Actor ... has constructor arguments in the
+object store" for its own context and transformer refs, whatever the arguments are;
+map_batches(max_restarts=0) would silence it at the cost of actor restarts, which we keep, and the
+callers run their pools inside `handvae.runtime.hiding_actor_restart_notice`, which keeps that line
+off the terminal.
 """
 
 import os
@@ -24,7 +25,7 @@ from handvae.errors import ModelFileError
 from handvae.formats.model_file import load_model_and_metadata
 from handvae.labels import NUM_CLASSES
 from handvae.model.vae import VAE
-from handvae.runtime import check_workers_fit, init_ray
+from handvae.runtime import check_paths_reach_workers, check_workers_fit, init_ray
 
 
 def load_checked_model(path: str) -> tuple[VAE, dict]:
@@ -49,12 +50,15 @@ class ModelActor:
         self.model.to(self.device).eval()
 
 
-def start_ray_for_actors(num_workers: int | None, use_gpu: bool) -> int:
+def start_ray_for_actors(num_workers: int | None, use_gpu: bool, reached: dict[str, str | None]) -> int:
     """Start (or join) Ray with room for the actor pool; returns the pool size. By default one actor
-    per GPU with use_gpu, else one per CPU but one, left to reading the data and to the driver."""
+    per GPU with use_gpu, else one per CPU but one, left to reading the data and to the driver.
+    `reached`: the paths (by flag) that the actors and Ray Data's tasks read or write, which must
+    be URIs on a cluster whose workers run on other nodes (runtime.check_paths_reach_workers)."""
     workers = num_workers or (1 if use_gpu else max(1, (os.cpu_count() or 2) - 1))
     check_workers_fit(workers, use_gpu)
     init_ray(extra_cpus=workers)
+    check_paths_reach_workers(reached, workers, use_gpu)
     return workers
 
 

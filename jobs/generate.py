@@ -7,8 +7,9 @@ From the repository root, as for jobs/train.py (docs/cluster.md):
         python jobs/generate.py --model s3://BUCKET/runs/exp1/model.pt --mnist-dir /home/ray/data/mnist \\
         --download --num-styles 1000 --use-gpu --out s3://BUCKET/generated/exp1
 
---out is a URI (the workers write the data set's files from whichever node they run on, the driver
-commits), or a folder that every node sees at the same path.
+--out and --model are URIs: the workers write the data set's files, and the model actors read the
+model, from whichever node they run on (the driver commits). On a cluster of several nodes the
+command refuses local paths there before it starts.
 
 Under `ray job submit`, Ray sets RAY_ADDRESS and the script joins that cluster; run directly without
 RAY_ADDRESS, it starts an embedded local Ray.

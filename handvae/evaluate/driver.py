@@ -91,7 +91,9 @@ def _evaluate(
     model, metadata, drawing, model_path, sources, options, loaded_judge
 ) -> tuple[dict, dict[int, np.ndarray]]:
     """metrics.json's content, and one example image per class."""
-    workers = start_ray_for_actors(options.num_workers, options.use_gpu)
+    # --out is not among them: the driver writes the report.
+    reached = {"--model": model_path, "--letters-csv": sources.letters_csv, "--prepared": sources.prepared_dir}
+    workers = start_ray_for_actors(options.num_workers, options.use_gpu, reached)
     records = read_split(sources, options.split)
     results = map_with_model(
         records, Evaluator, model_path, (options.seed,), workers, options.use_gpu, options.batch_size

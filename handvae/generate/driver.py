@@ -165,7 +165,13 @@ def run_generation(
         raise DataError(str(exc)) from None
     inputs = (model_path, *options.style_images, *source_locations(sources))
     with dataset_output.dataset_output(out, inputs) as dataset:  # checked, writable and locked before Ray starts
-        workers = start_ray_for_actors(options.num_workers, options.use_gpu)
+        reached = {
+            "--model": model_path,
+            "--out": out,
+            "--letters-csv": sources.letters_csv,
+            "--prepared": sources.prepared_dir,
+        }
+        workers = start_ray_for_actors(options.num_workers, options.use_gpu, reached)
         with _preserve_order():  # identical files for identical inputs
             return _generate(model, metadata, drawing, model_path, sources, dataset, options, workers)
 
