@@ -6,7 +6,7 @@
     python benchmarks/gpu.py --dry-run                                          # CPU, tiny: checks the script
 
 In this one run, on the given data (the bundled sample without data flags):
-- training: the plain loop is `engine.train_epoch` in this process on one GPU, with the train set
+- training: the plain loop is `handvae.model.steps.train_epoch` in this process on one GPU, with the train set
   resident on the GPU (uint8) and the default recipe's model, loss and per-GPU batch; `handvae train`
   is `run_training` with the default recipe, `--use-gpu --num-workers 1` (the same per-GPU batch),
   as the command builds it. Images/s: median over the epochs after the first (warm-up), the job's
