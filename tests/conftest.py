@@ -3,6 +3,8 @@ and MNIST IDX files (gzipped and raw) in torchvision's layout. Nothing here read
 
 import gzip
 import os
+import socket
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +87,61 @@ def assert_same_weights(model_path_a: str, model_path_b: str) -> None:
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` ports free on 127.0.0.1 now (bound together, so distinct)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def pids_mentioning(text: str) -> list[int]:
+    """The processes whose command line holds `text` (a Ray node's own temporary folder finds all of its)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:  # the process ended meanwhile
+            pass
+    return pids
+
+
+def ray_node_env(home: Path, token: str) -> dict:
+    """The environment of a `ray start` node as cluster.yaml starts it (token authentication) and of its
+    clients: HOME of its own (the machine's ~/.ray/auth_token is neither read nor written), and `python`
+    in a job's entry point is this environment's, as it is the image's on a cluster."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
+    return env | {
+        "HOME": str(home),
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + env["PATH"],
+    }
+
+
+def ray_node_flags(temp_dir: str) -> list[str]:
+    """`ray start` flags every test node takes: on loopback, in the foreground, in its own temporary
+    folder, and on free ports where Ray's defaults are fixed (10001, 52365, ...), which another Ray on
+    this machine may hold."""
+    agent_http, agent_grpc, runtime_env_agent, metrics = free_ports(4)
+    return [
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--temp-dir={temp_dir}",
+        f"--dashboard-agent-listen-port={agent_http}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={runtime_env_agent}",
+        f"--metrics-export-port={metrics}",
+        "--min-worker-port=0",
+        "--max-worker-port=0",
+        "--disable-usage-stats",
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import yaml
 
 from handvae.formats.model_file import load_model_and_metadata
 
-from conftest import make_letters, write_kaggle_csv
+from conftest import free_ports, make_letters, pids_mentioning, ray_node_env, ray_node_flags, write_kaggle_csv
 
 REPO = Path(__file__).resolve().parents[1]
 # The ray CLI of the Python running the tests: the head, the jobs and the tests share one environment.
@@ -165,16 +164,6 @@ class Head:
     data: Path  # a folder for the jobs' inputs and outputs
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def ray_cli(*args: str, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([RAY_CLI, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -185,36 +174,18 @@ def head(tmp_path_factory):
     loopback, with a token made here: the machine's ~/.ray/auth_token is neither read nor written."""
     home = tmp_path_factory.mktemp("home")  # HOME for the head and the clients: no token file in it
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's unix socket paths must stay short
-    token = secrets.token_hex(32)
-    gcs, dashboard, client, agent_http, agent_grpc, runtime_env_agent, metrics = free_ports(7)
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
-    # `python` in a job's entry point is this environment's, as it is the image's on a cluster.
-    env.update(
-        HOME=str(home),
-        RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN=token,
-        PATH=os.path.dirname(sys.executable) + os.pathsep + env["PATH"],
-    )
+    gcs, dashboard, client = free_ports(3)
+    env = ray_node_env(home, secrets.token_hex(32))
     start = [
         RAY_CLI,
         "start",
         "--head",
-        "--block",
-        "--node-ip-address=127.0.0.1",
+        *ray_node_flags(temp_dir),
         f"--port={gcs}",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dashboard}",
-        "--num-cpus=4",
-        f"--temp-dir={temp_dir}",
-        # Fixed by default (10001, 52365, ...); another Ray on this machine may hold them.
         f"--ray-client-server-port={client}",
-        f"--dashboard-agent-listen-port={agent_http}",
-        f"--dashboard-agent-grpc-port={agent_grpc}",
-        f"--runtime-env-agent-port={runtime_env_agent}",
-        f"--metrics-export-port={metrics}",
-        "--min-worker-port=0",
-        "--max-worker-port=0",
-        "--disable-usage-stats",
+        "--num-cpus=4",
     ]
     log_path = tmp_path_factory.mktemp("head") / "ray-start.log"
     with open(log_path, "w") as log:
@@ -241,23 +212,12 @@ def _stop_head(process: subprocess.Popen, temp_dir: str) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    for pid in _pids_mentioning(temp_dir):
+    for pid in pids_mentioning(temp_dir):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _pids_mentioning(text: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
-        except OSError:  # the process ended meanwhile
-            pass
-    return pids
 
 
 def submit(env: dict, submission_id: str, script: str, *args: str) -> subprocess.CompletedProcess:

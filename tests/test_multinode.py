@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,15 @@ from handvae.formats.outputs import RUN_MARKER
 from handvae.generate.worker import Drawer
 from handvae.train.worker import FAULT_INJECTION_ENV
 
-from conftest import assert_same_weights, make_letters, write_kaggle_csv
+from conftest import (
+    assert_same_weights,
+    free_ports,
+    make_letters,
+    pids_mentioning,
+    ray_node_env,
+    ray_node_flags,
+    write_kaggle_csv,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RAY_CLI = shutil.which("ray", path=os.path.dirname(sys.executable))
@@ -44,16 +51,6 @@ pytestmark = [
 ]
 JOB_TIMEOUT_S = 300
 WORKER_NODES = ("node_a", "node_b")
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _descendants(root: int) -> list[int]:
@@ -81,35 +78,18 @@ class Cluster:
     def __init__(self, home: Path):
         self.token = secrets.token_hex(32)
         self.gcs, self.dashboard = free_ports(2)
-        base = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
-        # `python` in a job's entry point is this environment's, as it is the image's on a cluster.
-        self.node_env = base | {
-            "HOME": str(home),
-            "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN": self.token,
-            "PATH": os.path.dirname(sys.executable) + os.pathsep + base["PATH"],
-        }
+        self.node_env = ray_node_env(home, self.token)
         self.client_env = self.node_env | {"RAY_ADDRESS": f"http://127.0.0.1:{self.dashboard}"}
         self.nodes: dict[str, tuple[subprocess.Popen, str]] = {}  # name -> (its `ray start`, its temp folder)
         self.log_dir = home
 
     def start_node(self, name: str) -> None:
         temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's unix socket paths must stay short
-        agent_http, agent_grpc, runtime_env_agent, metrics, client = free_ports(5)
         common = [
-            "--block",
-            "--node-ip-address=127.0.0.1",
+            *ray_node_flags(temp_dir),
             "--num-cpus=1",
             f"--resources={json.dumps({name: 1})}",
-            f"--temp-dir={temp_dir}",
             "--object-store-memory=150000000",
-            f"--dashboard-agent-listen-port={agent_http}",
-            f"--dashboard-agent-grpc-port={agent_grpc}",
-            f"--runtime-env-agent-port={runtime_env_agent}",
-            f"--metrics-export-port={metrics}",
-            "--min-worker-port=0",
-            "--max-worker-port=0",
-            "--disable-usage-stats",
         ]
         if name == "head":
             role = [
@@ -117,7 +97,7 @@ class Cluster:
                 f"--port={self.gcs}",
                 "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={self.dashboard}",
-                f"--ray-client-server-port={client}",
+                f"--ray-client-server-port={free_ports(1)[0]}",
             ]
         else:
             role = [f"--address=127.0.0.1:{self.gcs}"]
@@ -147,7 +127,7 @@ class Cluster:
     def kill_node(self, name: str) -> None:
         """The node lost as a machine is: SIGKILL to its `ray start`, raylet, agents and workers at once."""
         process, temp_dir = self.nodes.pop(name)
-        pids = set(_descendants(process.pid)) | set(_pids_mentioning(temp_dir))
+        pids = set(_descendants(process.pid)) | set(pids_mentioning(temp_dir))
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -258,17 +238,6 @@ class Cluster:
 def _node_name(resources: dict) -> str:
     (name,) = [key for key in resources if key == "head" or key in WORKER_NODES]
     return name
-
-
-def _pids_mentioning(text: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
-        except OSError:
-            pass
-    return pids
 
 
 def wait_until(condition, what: str, timeout: float = JOB_TIMEOUT_S, every: float = 0.2):

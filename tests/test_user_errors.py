@@ -4,6 +4,7 @@ status 2, no traceback; most of them before Ray starts."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -294,27 +295,24 @@ def test_a_full_disk_while_generating_is_one_line_naming_the_file(tiny_disk, mod
 # ---- unclear: data set columns with nulls, folders without rows --------------------------------
 
 
-def _rewrite(path: Path, column: str, values) -> None:
-    table = pq.read_table(path)
-    pq.write_table(
-        table.set_column(
-            table.schema.get_field_index(column), column, pa.array(values, table.schema.field(column).type)
-        ),
-        path,
-    )
-
-
-def test_a_null_split_is_named_by_row(tmp_path, no_ray):
+def _sample_with_a_null(tmp_path: Path, split: str, column: str, row: int) -> tuple[Path, Path]:
+    """A copy of the bundled sample (a prepared folder) whose `split` file holds a null in `column` at
+    `row`: the folder and that file."""
     from handvae.data.sources import sample_dir
 
     folder = tmp_path / "prepared"
-    import shutil
-
     shutil.copytree(sample_dir(), folder)
-    part = folder / "train" / "part-0.parquet"
-    splits = pq.read_table(part, columns=["split"]).column(0).to_pylist()
-    splits[5] = None
-    _rewrite(part, "split", splits)
+    part = folder / split / "part-0.parquet"
+    table = pq.read_table(part)
+    values = table.column(column).to_pylist()
+    values[row] = None
+    index = table.schema.get_field_index(column)
+    pq.write_table(table.set_column(index, column, pa.array(values, table.schema.field(column).type)), part)
+    return folder, part
+
+
+def test_a_null_split_is_named_by_row(tmp_path, no_ray):
+    folder, part = _sample_with_a_null(tmp_path, "train", "split", 5)
     assert_user_error(
         invoke("data", "--dataset", str(folder)), f"{part}, row 5: `split` is null; expected train or test"
     )
@@ -322,16 +320,7 @@ def test_a_null_split_is_named_by_row(tmp_path, no_ray):
 
 @pytest.mark.usefixtures("ray_local")
 def test_a_null_source_in_a_prepared_folder_is_named(tmp_path):
-    from handvae.data.sources import sample_dir
-
-    folder = tmp_path / "prepared"
-    import shutil
-
-    shutil.copytree(sample_dir(), folder)
-    part = folder / "test" / "part-0.parquet"
-    sources = pq.read_table(part, columns=["source"]).column(0).to_pylist()
-    sources[3] = None
-    _rewrite(part, "source", sources)
+    folder, part = _sample_with_a_null(tmp_path, "test", "source", 3)
     assert_user_error(invoke("data", "--dataset", str(folder)), str(part), "1 nulls in `source`")
 
 
