@@ -18,6 +18,7 @@ from handvae.cli import app
 from handvae.data.sources import DataSources, read_split
 from handvae.errors import ConfigError, DataError, OutputError
 from handvae.generate.driver import GenerateOptions, own_class_draws, run_generation
+from handvae.generate.reports import read_rows
 from handvae.labels import CHARSET
 
 from conftest import make_letters, make_mnist_root, save_tiny_model, write_kaggle_csv
@@ -93,6 +94,16 @@ def test_every_style_gets_the_full_alphabet_in_one_schema(alphabets):
         assert sheet.width > 500 and sheet.height > 100
 
 
+def test_read_rows_takes_every_stride_th_row_across_files(alphabets):
+    out, manifest = alphabets
+    frame = read(out)  # 288 + 72 rows in two files
+    images, labels, keys = read_rows([str(out / name) for name in manifest["files"]], 7)
+    expected = frame.iloc[::7]
+    assert len(labels) == len(expected) == 52
+    assert labels.tolist() == expected["label"].tolist() and keys.tolist() == expected["style_id"].tolist()
+    assert [bytes(image.numpy().tobytes()) for image in images] == list(expected["pixels"])
+
+
 def test_the_tools_people_use_read_the_same_rows(alphabets, tmp_path, monkeypatch):
     import datasets
     import duckdb
@@ -137,10 +148,8 @@ def test_own_class_draws_each_character_in_styles_of_its_own_samples(sources, mo
     manifest = run_generation(model_path, sources, str(tmp_path / "own"), options)
     frame = read(tmp_path / "own")
     assert manifest["options"]["pairing"] == "own-class" and len(frame) == manifest["rows"] == 5 * 2 * 3
-    assert (
-        manifest["model_config"]["detail_latent"] == 2
-        and "posterior and detail code per use" in (tmp_path / "own" / "README.md").read_text()
-    )
+    card_text = (tmp_path / "own" / "README.md").read_text()
+    assert manifest["model_config"]["detail_latent"] == 2 and "posterior and detail code per use" in card_text
     assert frame.groupby("char").size().to_dict() == {"3": 10, "A": 10, "B": 10}
     real = read_split(sources, "train").to_pandas()
     real_label = {(s, r): label for s, r, label in zip(real["source"], real["row"], real["label"])}
@@ -152,6 +161,18 @@ def test_own_class_draws_each_character_in_styles_of_its_own_samples(sources, mo
     counts = frame.groupby(["char", "style_id"]).size().groupby("char").agg(["min", "max"])
     assert ((counts["max"] - counts["min"]) <= 2).all() and manifest["styles"] == len(per_style)  # spread evenly
     assert frame["pixels"].nunique() == len(frame)
+    # The card's novelty: every row measured (fewer than NOVELTY_SAMPLE), digits and letters apart.
+    novelty = manifest["novelty"]
+    assert (
+        novelty["sampled_rows"] == 30 and novelty["digits"]["generated"] == 10 and novelty["letters"]["generated"] == 20
+    )
+    for part in ("digits", "letters"):
+        f = novelty[part]
+        assert f["generated_distance"] > 0 and f["ratio"] == pytest.approx(
+            f["generated_distance"] / f["new_writer_distance"]
+        )
+        assert 0 <= f["nearest_is_own_sample"] <= 1  # every style sample is a training record
+    assert "## Novelty" in card_text and "on 30 of its rows" in card_text
     run_generation(model_path, sources, str(tmp_path / "again"), replace(options, num_workers=2))
     assert parquet_files(tmp_path / "own") == parquet_files(tmp_path / "again")  # names and bytes
 
@@ -213,6 +234,7 @@ def test_text_lines_and_style_images(model_path, tmp_path):
         manifest["styles"] == 2 and len(frame) == 2 and set(frame["char"]) == {"HI 2"} and set(frame["label"]) == {-1}
     )
     assert sorted(frame["source"]) == sorted(paths) and set(frame["row"]) == {0}
+    assert "novelty" not in manifest  # no training records to be near
     line = np.frombuffer(frame["pixels"][0], np.uint8).reshape(28, 4 * 28)
     assert line[:, 56:84].max() == 0 and line[:, :56].max() > 0  # the space stays blank
     assert np.asarray(Image.open(io.BytesIO(frame["image"][0]["bytes"]))).shape == (28, 112)

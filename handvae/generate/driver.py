@@ -57,18 +57,19 @@ from ray.data.block import BlockAccessor
 from handvae import storage
 from handvae.data.images import load_style_images
 from handvae.data.records import order_keys
-from handvae.data.sources import DataSources, read_split, source_locations
+from handvae.data.sources import DataSources, keyed_tensors, read_split, source_locations, to_tensors
 from handvae.errors import DataError
 from handvae.formats import dataset_output
 from handvae.formats.dataset_folder import CARD, FEATURES, SHEET
 from handvae.generate.options import GenerateOptions
-from handvae.generate.reports import card, read_sheet, sheet_png
+from handvae.generate.reports import card, read_rows, read_sheet, sheet_png
 from handvae.generate.worker import Drawer, ParquetFiles, with_image
 from handvae.inference import load_checked_model, map_with_model, start_ray_for_actors
 from handvae.labels import CHARSET
 from handvae.model.drawing import Drawing
 from handvae.rng import mix64
 from handvae.runtime import hiding_actor_restart_notice
+from handvae.score.novelty import measure_novelty
 
 _PROGRESS_EVERY_S = 5.0
 
@@ -147,6 +148,12 @@ def _with_style_id(batch: dict) -> dict:
 def _with_rank(batch: dict, seed: int) -> dict:
     # A random but reproducible order of the styles; ties are impossible in practice (64-bit).
     return {**batch, "rank": mix64(batch["style_id"], seed).view(np.int64)}
+
+
+NOVELTY_SAMPLE = 20_000
+"""Rows of a generated set, evenly spaced, that the card's novelty is measured on: a million-row
+set is not read back whole, and the medians of a sample this size are the whole set's to the
+second decimal (measured on the default's 72,000-row set: docs/generation.md)."""
 
 
 def run_generation(
@@ -231,9 +238,27 @@ def _generate(
         "seed": options.seed,
         "sheet": SHEET,
     }
-    sheet = sheet_png(read_sheet([storage.join(dataset.prefix, name) for name in files], options), options)
+    written = [storage.join(dataset.prefix, name) for name in files]
+    novelty = _novelty(sources, options, written, total)
+    if novelty:
+        manifest["novelty"] = novelty
+    sheet = sheet_png(read_sheet(written, options), options)
     readme = card(manifest, dataset.data_dir, sum(file_bytes))
     return dataset.commit(list(files), manifest, {SHEET: sheet, CARD: readme.encode()})
+
+
+def _novelty(sources: DataSources, options: GenerateOptions, files: list[str], rows: int) -> dict | None:
+    """The data set's novelty (`handvae.score.novelty`, what `handvae score` reports) against the
+    real training and test splits of the data its styles came from, on NOVELTY_SAMPLE of its rows
+    evenly spaced; None for style images and lines of text, which have no records to compare with."""
+    if options.style_images or options.text is not None:
+        return None
+    train, test = keyed_tensors(read_split(sources, "train")), to_tensors(read_split(sources, "test"))
+    if not len(train[1]) or not len(test[1]):
+        return None
+    sample = read_rows(files, max(1, -(-rows // NOVELTY_SAMPLE)))
+    figures = measure_novelty(sample, train, test)
+    return {"sampled_rows": len(sample[1]), **{part: f.to_dict() for part, f in figures.items()}}
 
 
 def _write_with_progress(generated: ray.data.Dataset, sink: ParquetFiles, total: int) -> None:

@@ -9,12 +9,14 @@ import tempfile
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 import yaml
 
 from handvae import plots, storage
 from handvae.data.records import IMAGE_SIDE
-from handvae.formats.dataset_folder import SHEET, card_features
+from handvae.formats.dataset_folder import SHEET, card_features, unpack_images
 from handvae.generate.options import GenerateOptions
+from handvae.score.reports import novelty_markdown
 
 SHEET_STYLES = 12  # rows of the contact sheet
 
@@ -35,6 +37,25 @@ def read_sheet(files: list[str], options: GenerateOptions) -> list[list[np.ndarr
         return list(cells.values())
     rows = min(len(cells.get(label, ())) for label in options.labels)
     return [[cells[label][row] for label in options.labels] for row in range(rows)]
+
+
+def read_rows(files: list[str], stride: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every stride-th row of the files, in order: images uint8 (N, 28, 28), labels (N,) and
+    style sample keys (N,) int64."""
+    images, labels, keys, position = [], [], [], 0
+    for path in files:
+        for batch in _batches(path, ["pixels", "label", "style_id"]):
+            first = -position % stride
+            picked = pa.Table.from_batches([batch]).take(np.arange(first, batch.num_rows, stride))
+            position += batch.num_rows
+            images.append(unpack_images(picked.column("pixels")).copy())
+            labels.append(picked.column("label").to_numpy())
+            keys.append(picked.column("style_id").to_numpy())
+    return (
+        torch.from_numpy(np.concatenate(images)),
+        torch.from_numpy(np.concatenate(labels).astype(np.int64)),
+        torch.from_numpy(np.concatenate(keys)),
+    )
 
 
 def _batches(path: str, columns: list[str]):
@@ -94,6 +115,19 @@ training data above):
   for its terms.
 
 The generated images derive from these data sets through the model: their terms apply."""
+
+
+def novelty_section(manifest: dict) -> str:
+    """The card's novelty, where the manifest has one (styles from a data split)."""
+    if "novelty" not in manifest:
+        return ""
+    note = (
+        f" Measured when the set was written, against the training and test splits of the data its styles came"
+        f" from, on {manifest['novelty']['sampled_rows']:,} of its rows, evenly spaced; `handvae score` gives the"
+        f" same figures for the whole set, beside how much it adds to real data."
+    )
+    parts = {k: v for k, v in manifest["novelty"].items() if k != "sampled_rows"}
+    return novelty_markdown(parts, note) + "\n"
 
 
 def card(manifest: dict, data_dir: str, num_bytes: int) -> str:
@@ -169,7 +203,7 @@ The same model, inputs and seed give the same files.
 {recipe}
 ```
 
-## Reading it
+{novelty_section(manifest)}## Reading it
 
 The files of this version are `{data_dir}/train-*.parquet` (also listed in `manifest.json`, with
 their row counts); `_SUCCESS` marks the folder complete. Nothing else under `data/` is part of it.

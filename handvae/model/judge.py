@@ -96,17 +96,21 @@ def _augment(x: torch.Tensor, config: JudgeTraining, generator: torch.Generator)
 
 
 def train_judge(
-    images: torch.Tensor, labels: torch.Tensor, config: JudgeTraining = JudgeTraining(), log=print
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: JudgeTraining = JudgeTraining(),
+    log=print,
+    device: torch.device | str = "cpu",
 ) -> Judge:
     """Trains on uint8 images (N, 28, 28) with class-balanced sampling: each epoch draws N images
     (or `images_per_epoch`), every class present equally likely, so the scarce letters count as
-    much as the digits."""
+    much as the digits. On `device`; the sampling stays on the CPU, so the draws are the same on any."""
     generator = judge_generator(config.seed)
-    judge = Judge()
+    judge = Judge().to(device)
     optimizer = torch.optim.Adam(judge.parameters(), lr=config.learning_rate)
-    counts = torch.bincount(labels, minlength=NUM_CLASSES).float()
-    weights = (1.0 / counts.clamp_min(1))[labels]
-    x_all = images.float()
+    counts = torch.bincount(labels.cpu(), minlength=NUM_CLASSES).float()
+    weights = (1.0 / counts.clamp_min(1))[labels.cpu()]
+    x_all, labels = images.to(device).float(), labels.to(device)
     for epoch in range(1, config.epochs + 1):
         judge.train()
         order = torch.multinomial(
@@ -120,18 +124,23 @@ def train_judge(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(index)
-            correct += (logits.argmax(1) == labels[index]).sum().item()
+            total += loss.detach() * len(index)  # summed on the device: no sync per step
+            correct += (logits.argmax(1) == labels[index]).sum()
         log(
-            f"judge epoch {epoch}/{config.epochs}: loss {total / len(order):.4f}, balanced train accuracy {correct / len(order):.2%}"
+            f"judge epoch {epoch}/{config.epochs}: loss {float(total) / len(order):.4f}, balanced train accuracy {float(correct) / len(order):.2%}"
         )
     return judge.eval()
 
 
 @torch.no_grad()
 def judge_predictions(judge: Judge, images: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+    """(N,) predicted classes, on the CPU, of uint8 images (N, 28, 28) on any device."""
+    device = next(judge.parameters()).device
     return torch.cat(
-        [judge(judge_inputs(images[i : i + batch_size])).argmax(1) for i in range(0, len(images), batch_size)]
+        [
+            judge(judge_inputs(images[i : i + batch_size].to(device))).argmax(1).cpu()
+            for i in range(0, len(images), batch_size)
+        ]
     )
 
 

@@ -55,9 +55,10 @@ def train_and_test(
     train: tuple[torch.Tensor, torch.Tensor],
     test: tuple[torch.Tensor, torch.Tensor],
     training: JudgeTraining = REFERENCE,
+    device: torch.device | str = "cpu",
 ) -> dict[str, float]:
-    """Trains the reference classifier on `train` and returns its accuracy on `test` per character."""
-    classifier = train_judge(train[0], train[1].long(), training, log=lambda line: None)
+    """Trains the reference classifier on `train` (on `device`) and returns its accuracy on `test` per character."""
+    classifier = train_judge(train[0], train[1].long(), training, log=lambda line: None, device=device)
     accuracy = per_class_accuracy(judge_predictions(classifier, test[0]), test[1].long())
     return {CHARSET[c]: value for c, value in sorted(accuracy.items())}
 

@@ -44,7 +44,8 @@ def _distance(value: float | None) -> str:
     return "none" if value is None else f"{value:.2f}"
 
 
-def _novelty_markdown(novelty: dict) -> str:
+def novelty_markdown(novelty: dict, sample_note: str = "") -> str:
+    """The novelty section of a report or a data set card (`handvae.score.novelty`'s figures)."""
     rows = "\n".join(
         f"| {part} | {f['generated']:,} | {_distance(f['generated_distance'])} | {_distance(f['new_writer_distance'])} "
         f"| {ratio(f['ratio'])} | {_share(f['nearest_is_own_sample'])} | {ratio(f['spread'])} |"
@@ -59,7 +60,7 @@ writer's. Last column: the share of generated characters whose closest real one 
 training sample they were drawn in the style of. Novelty is not variety: drawings that all look
 alike (a class's mean character, say) lie as far from every record as a new writer's do. The spread
 tells them apart: the median distance between two generated characters of a class against two real
-training characters of it (mean over the classes; ~1x as varied as the real ones, ~0x all alike).
+training characters of it (mean over the classes; ~1x as varied as the real ones, ~0x all alike).{sample_note}
 
 | part | generated | generated to closest record | new writers to closest record | novelty | nearest their own style sample | spread |
 |---|---|---|---|---|---|---|
@@ -108,7 +109,7 @@ Adam steps of {reference["batch_size"]} class-balanced images, shifts up to {ref
 
 ![accuracy per character of the three training sets, means over the seeds]({REPORT_PLOT})
 
-{_novelty_markdown(report["novelty"]) if "novelty" in report else ""}"""
+{novelty_markdown(report["novelty"]) if "novelty" in report else ""}"""
 
 
 def summary(report: dict) -> str:
