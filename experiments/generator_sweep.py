@@ -229,7 +229,7 @@ def sweep(args) -> None:
         log(f"  {name}: {np.mean([np.mean(list(r.values())) for r in runs]):.4f} mean per-class accuracy")
         return runs
 
-    real_runs = trained("real", (train[0], train[1]))
+    real_runs: list[dict[str, float]] = []  # trained when a first candidate passes the gate
     results, samples = {}, {}
     for recipe, model, drawing in models(args, images, labels, device, log):
         all_codes = codes(model, images)
@@ -269,6 +269,7 @@ def sweep(args) -> None:
             results[name] = {"novelty": novelty}
             if min(n["digits"]["ratio"], n["letters"]["ratio"]) >= args.novelty_gate:
                 sets = training_sets((train[0], train[1]), generated)
+                real_runs = real_runs or trained("real", sets["real"])
                 runs = {"generated": trained("generated", sets["generated"])}
                 runs["real+generated"] = trained("real+generated", sets["real+generated"])
                 figures = summarize({**runs, "real": real_runs}, seeds, reference)
