@@ -223,7 +223,7 @@ def generate(
         str | None,
         typer.Option(
             "--pairing",
-            help="own-class: each character in styles of its own real samples, --num-styles of each (default for a data split); every-style: every character in every style (default for --style-images, --text).",
+            help="own-class: each character in styles of its own real samples, --num-styles of each (default for a data split); blend: the same, each drawn from two real samples of the character blended (new writers, no copies of the records); every-style: every character in every style (default for --style-images, --text).",
         ),
     ] = None,
     num_styles: Annotated[

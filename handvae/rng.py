@@ -13,6 +13,7 @@ data. Each use below names its keys:
 | streamed units and shuffle windows    | `stream_generator`       | seed, epoch (, rank, window)      |
 | letters' train/test split, style picks| `mix64`                  | seed, a record's row or key       |
 | a record's posterior noise            | `seeded_normal`          | seed, the record's key (, stream) |
+| a blend's partners and shares         | `blend_uniforms`         | seed, the sample's key, the draw  |
 | the judge and the reference classifier| `judge_generator`        | seed                              |
 
 The formulas differ by use because each was fixed when its use was introduced and every published
@@ -99,6 +100,19 @@ def mix64(values: np.ndarray, seed: int) -> np.ndarray:
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
+
+
+_BLEND_STREAM = 0xB1E4D
+
+
+def blend_uniforms(style_ids: np.ndarray, draws: np.ndarray, seed: int, count: int) -> np.ndarray:
+    """(N, count) uniforms in [0, 1) for draw draws[i] of the blend of style sample style_ids[i]
+    (`handvae.generate.driver.blend_draws`: which partners, what shares): a function of (seed, the
+    sample's key, the draw) alone, whichever other samples are drawn."""
+    draw_keys = mix64(np.asarray(draws, np.int64), _BLEND_STREAM)
+    base = mix64(np.asarray(style_ids, np.int64).astype(np.uint64) ^ draw_keys, seed)
+    columns = [mix64(base + np.uint64(j), seed) for j in range(count)]
+    return (np.stack(columns, axis=1) >> np.uint64(11)).astype(np.float64) / 2.0**53  # 53 random bits each
 
 
 def seeded_normal(keys: Sequence[Sequence[int]], size: int) -> torch.Tensor:

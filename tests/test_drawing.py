@@ -2,7 +2,7 @@
 
 import torch
 
-from handvae.model.drawing import Drawing, draw_in_styles
+from handvae.model.drawing import Drawing, draw_blends, draw_in_styles
 from handvae.model.vae import VAE, VAEConfig, model_inputs, one_hot_logits
 from handvae.rng import seeded_normal
 
@@ -34,3 +34,32 @@ def test_a_model_without_a_detail_code_draws_its_own_class_from_z():
     assert own.shape == (3, 2, 2, 28, 28) and torch.equal(
         own, draw_in_styles(model, images, keys, labels, drawing, samples_per_style=2)
     )
+
+
+def test_blends_decode_the_codes_between_two_samples_and_keep_the_surer_candidate():
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(num_filters=4, num_latent=3, detail_latent=2)).eval()
+    images = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
+    partners = torch.randint(0, 256, (3, 2, 28, 28), dtype=torch.uint8)
+    labels = torch.tensor([4, 11, 30])
+    drawing = Drawing(sharpness=5.0)
+
+    def decoded(x: torch.Tensor) -> torch.Tensor:  # the detail decoder at the posterior means, at sharpness 5
+        z, _, _, d, _ = model.encode_with_detail(model_inputs(x, labels)[0])
+        logits = model.decode_detail(z, d, one_hot_logits(labels, 36))
+        return logits.mul(5.0).sigmoid().mul(255).round().to(torch.uint8)[:, 0]
+
+    with torch.no_grad():
+        own, second = decoded(images), decoded(partners[:, 1])
+    same = torch.zeros(3, 2)  # share 0: each candidate is the sample's own codes
+    assert torch.equal(draw_blends(model, images, partners, labels, same, drawing), own)
+    # Candidate 0 the sample itself, candidate 1 all the way to the second partner: the classifier picks.
+    shares = torch.tensor([[0.0, 1.0]] * 3)
+    with torch.no_grad():
+        sure = torch.stack(
+            [model.encode(model_inputs(x, labels)[0])[2].softmax(1)[torch.arange(3), labels] for x in (own, second)], 1
+        )
+    expected = torch.where((sure[:, 1] > sure[:, 0])[:, None, None], second, own)
+    assert torch.equal(draw_blends(model, images, partners, labels, shares, drawing), expected)
+    half = draw_blends(model, images, partners[:, :1], labels, torch.full((3, 1), 0.5), drawing)
+    assert not torch.equal(half, own) and not torch.equal(half, decoded(partners[:, 0]))  # between the two

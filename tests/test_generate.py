@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from handvae.cli import app
 from handvae.data.sources import DataSources, read_split
 from handvae.errors import ConfigError, DataError, OutputError
-from handvae.generate.driver import GenerateOptions, own_class_draws, run_generation
+from handvae.generate.choices import blend_draws, own_class_draws
+from handvae.generate.driver import GenerateOptions, run_generation
 from handvae.generate.reports import read_rows
 from handvae.labels import CHARSET
 
@@ -203,6 +204,51 @@ def test_own_class_draws_spread_each_characters_drawings_over_its_samples():
         )
 
 
+def test_blend_partners_are_other_samples_of_the_same_class():
+    style_ids = np.arange(200, 212)
+    labels = np.array([0, 0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 3])
+    draws = np.array([2, 1, 1, 0, 3, 1, 2, 0, 1, 1, 1, 1])  # sample 3 and 7 not drawn; '2' has one sample
+    index, number, partners, shares = blend_draws(style_ids, labels, draws, seed=0, candidates=3)
+    assert index.tolist() == [0, 0, 1, 2, 4, 4, 4, 5, 6, 6, 8, 9, 10, 11]  # each sample's draws, in order
+    assert number.tolist() == [0, 1, 0, 0, 0, 1, 2, 0, 0, 1, 0, 0, 0, 0]
+    assert (labels[partners] == labels[index][:, None]).all()  # the same class
+    alone = labels[index] == 2
+    assert (partners[~alone] != index[~alone][:, None]).all() and (partners[alone] == 6).all()  # never itself
+    assert np.isin(partners, np.flatnonzero(draws)).all()  # among the drawn samples
+    assert ((0.3 <= shares) & (shares < 0.7)).all() and len(np.unique(shares)) == shares.size
+    many = np.zeros(60, int)
+    spread = blend_draws(np.arange(60), many, np.full(60, 20), seed=0)[2]
+    assert len(np.unique(spread)) == 60  # partners over the whole class
+    again = blend_draws(style_ids, labels, draws, seed=0, candidates=3)
+    assert all(np.array_equal(a, b) for a, b in zip(again, (index, number, partners, shares)))
+    other = blend_draws(style_ids, labels, draws, seed=1, candidates=3)
+    assert not np.array_equal(other[3], shares)
+    # A draw's partners and shares are its sample's, whichever other samples are drawn.
+    fewer = draws.copy()
+    fewer[9:] = 0
+    kept = blend_draws(style_ids, labels, fewer, seed=0, candidates=3)
+    assert np.array_equal(kept[3], shares[: len(kept[3])])
+
+
+def test_blends_are_drawn_as_their_class_the_same_whatever_the_actors(sources, model_path, tmp_path):
+    options = GenerateOptions(
+        pairing="blend", split="train", num_styles=4, chars="AB3", num_workers=1, styles_per_batch=3
+    )
+    manifest = run_generation(model_path, sources, str(tmp_path / "blend"), options)
+    frame = read(tmp_path / "blend")
+    assert manifest["options"]["pairing"] == "blend" and len(frame) == manifest["rows"] == 4 * 3
+    assert frame.groupby("char").size().to_dict() == {"3": 4, "A": 4, "B": 4}
+    real = read_split(sources, "train").to_pandas()
+    real_label = {(s, r): label for s, r, label in zip(real["source"], real["row"], real["label"])}
+    assert all(real_label[(s, r)] == label for s, r, label in zip(frame["source"], frame["row"], frame["label"]))
+    assert manifest["styles"] == frame["style_id"].nunique() and "novelty" in manifest
+    assert "two real samples of that same character blended" in (tmp_path / "blend" / "README.md").read_text()
+    run_generation(model_path, sources, str(tmp_path / "again"), replace(options, num_workers=2))
+    assert parquet_files(tmp_path / "blend") == parquet_files(tmp_path / "again")  # names and bytes
+    redraws = run_generation(model_path, sources, str(tmp_path / "redraws"), replace(options, pairing="own-class"))
+    assert redraws["rows"] == manifest["rows"] and not read(tmp_path / "redraws")["pixels"].equals(frame["pixels"])
+
+
 def test_same_seed_same_files_whatever_the_actors(sources, model_path, alphabets, tmp_path):
     out, _ = alphabets
     again = run_generation(model_path, sources, str(tmp_path / "again"), replace(SMALL_FILES, num_workers=2))
@@ -258,6 +304,11 @@ def test_bad_requests_are_refused_with_what_was_wrong(sources, model_path, tmp_p
         GenerateOptions(text="Ha")
     with pytest.raises(ConfigError, match=r"--chars: '\?' at position 3"):
         GenerateOptions(chars="AB?")
+    for shaped in ({"randomness": 0.0}, {"average": 4}):  # not silently ignored
+        with pytest.raises(ConfigError, match="blends are drawn from the posterior means of two samples"):
+            GenerateOptions(pairing="blend", **shaped)
+    with pytest.raises(ConfigError, match="pairing blend draws each style sample as its own class"):
+        GenerateOptions(pairing="blend", text="HI")
     (tmp_path / "scan.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(DataError, match="scan.png: not a readable image"):
         run_generation(
@@ -289,7 +340,7 @@ def test_bad_requests_are_refused_with_what_was_wrong(sources, model_path, tmp_p
         match="pairing own-class draws each style sample as its own class; the samples of --style-images have none",
     ):
         GenerateOptions(pairing="own-class", style_images=("a.png",))
-    with pytest.raises(ConfigError, match="pairing must be one of own-class, every-style, got 'mixed'"):
+    with pytest.raises(ConfigError, match="pairing must be one of own-class, blend, every-style, got 'mixed'"):
         GenerateOptions(pairing="mixed")
 
 

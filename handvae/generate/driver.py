@@ -61,43 +61,17 @@ from handvae.data.sources import DataSources, keyed_tensors, read_split, source_
 from handvae.errors import DataError
 from handvae.formats import dataset_output
 from handvae.formats.dataset_folder import CARD, FEATURES, SHEET
+from handvae.generate.choices import blend_draws, own_class_draws
 from handvae.generate.options import GenerateOptions
 from handvae.generate.reports import card, read_rows, read_sheet, sheet_png
 from handvae.generate.worker import Drawer, ParquetFiles, with_image
 from handvae.inference import load_checked_model, map_with_model, start_ray_for_actors
-from handvae.labels import CHARSET
 from handvae.model.drawing import Drawing
 from handvae.rng import mix64
 from handvae.runtime import hiding_actor_restart_notice
 from handvae.score.novelty import measure_novelty
 
 _PROGRESS_EVERY_S = 5.0
-
-
-def own_class_draws(style_ids: np.ndarray, labels: np.ndarray, options: GenerateOptions, where: str) -> np.ndarray:
-    """Draws of each style sample (0: unused) when each is drawn as its own class: for every
-    character asked for, num_styles draws (all its samples once without num_styles), spread over
-    its samples as evenly as can be, in an order set by the seed; times samples_per_style."""
-    draws = np.zeros(len(labels), np.int64)
-    for label in options.labels:
-        samples = np.flatnonzero(labels == label)
-        if not samples.size:
-            raise DataError(
-                f"{where} holds no samples of {CHARSET[label]!r} to take its styles from; leave it out of --chars, or use --pairing every-style"
-            )
-        if options.num_styles is None:
-            draws[samples] = 1
-            continue
-        ranked = samples[np.argsort(mix64(style_ids[samples], options.seed), kind="stable")]
-        rounds, rest = divmod(options.num_styles, len(samples))
-        draws[ranked] = rounds
-        draws[ranked[:rest]] += 1
-    draws *= options.samples_per_style
-    if draws.max(initial=0) > np.iinfo(np.int16).max:
-        raise DataError(
-            f"--num-styles {options.num_styles:,} x --samples-per-style {options.samples_per_style} would draw one sample {draws.max():,} times (at most {np.iinfo(np.int16).max:,}): {where} holds too few samples of some character"
-        )
-    return draws
 
 
 def style_samples(sources: DataSources, options: GenerateOptions) -> ray.data.Dataset:
@@ -113,6 +87,8 @@ def style_samples(sources: DataSources, options: GenerateOptions) -> ray.data.Da
         columns = ["image", "label", "source", "row"] if options.own_class else ["image", "source", "row"]
         samples = read_split(sources, options.split).select_columns(columns)
         samples = samples.map_batches(_with_style_id, batch_format="numpy", batch_size=None)
+    if options.blend:
+        return _blends(samples, options)
     if options.own_class:
         return _with_own_class_draws(samples, options)
     if options.num_styles is None:
@@ -133,6 +109,38 @@ def _with_own_class_draws(samples: ray.data.Dataset, options: GenerateOptions) -
     return samples.map_batches(
         _keep_drawn, fn_args=(style_ids[order], draws[order]), batch_format="numpy", batch_size=None
     )
+
+
+def _blends(samples: ray.data.Dataset, options: GenerateOptions) -> ray.data.Dataset:
+    """One row per blend (`blend_draws`): the style sample's columns, its partners' images and the
+    shares. Planned here, on the driver, with the split's images in memory (784 bytes a sample)
+    and the rows built here (about 2.4 KB a character: 170 MB for 72,000)."""
+    batches = list(samples.iter_batches(batch_size=None, batch_format="numpy"))
+    if not batches:
+        raise DataError(f"no style samples: split {options.split!r} of the given data holds no images")
+    columns = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+    draws = own_class_draws(
+        columns["style_id"], columns["label"], options, f"split {options.split!r} of the given data"
+    )
+    index, number, partners, shares = blend_draws(columns["style_id"], columns["label"], draws, options.seed)
+    rows = {
+        **{name: values[index] for name, values in columns.items()},
+        "sample": number.astype(np.int16),
+        "partners": columns["image"][partners],
+        "shares": shares.astype(np.float32),
+        "draws": np.ones(len(index), np.int64),
+        "first_draw": (number == 0).astype(np.int64),  # counts the style samples (`styles` of the manifest)
+    }
+    step = options.styles_per_batch * _BLEND_BATCHES_PER_BLOCK
+    return ray.data.from_arrow(
+        [
+            BlockAccessor.batch_to_block({k: v[s : s + step] for k, v in rows.items()})
+            for s in range(0, len(index), step)
+        ]
+    )
+
+
+_BLEND_BATCHES_PER_BLOCK = 16  # blocks of a few model calls each, so that every model actor gets some
 
 
 def _keep_drawn(batch: dict, sorted_ids: np.ndarray, sorted_draws: np.ndarray) -> dict:
@@ -197,7 +205,7 @@ def _generate(
     model, metadata, drawing, model_path, sources, dataset: dataset_output.DatasetRun, options, workers
 ) -> dict:
     styles = style_samples(sources, options).materialize()
-    total_styles = styles.count()
+    total_styles = int(styles.sum("first_draw")) if options.blend else styles.count()
     where = "the given style images" if options.style_images else f"split {options.split!r} of the given data"
     if total_styles == 0:
         raise DataError(f"no style samples: {where} holds no images")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from handvae.errors import COUNT_MAX, SEED_MAX, ConfigError, check_int
 from handvae.labels import CHARSET
 
-PAIRINGS = ("own-class", "every-style")
+PAIRINGS = ("own-class", "blend", "every-style")
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,10 @@ class GenerateOptions:
     """Which characters each style sample is drawn as. "own-class": its own character only, the
     styles taken per character (num_styles of them for each character of `chars`): a data set
     whose characters look like the real ones of their class, what trains classifiers
-    (docs/generation.md). "every-style": every character of `chars` in every style, alphabets in one
-    hand. None: own-class for styles from a data split, every-style for style images and text
+    (docs/generation.md). "blend": as own-class, each character drawn from the codes of two real
+    samples of it blended (`handvae.model.drawing.draw_blends`): a writer who is neither, as new as
+    another writer's characters, for a data set that does not copy its records. "every-style": every
+    character of `chars` in every style, alphabets in one hand. None: own-class for styles from a data split, every-style for style images and text
     (their samples have no class)."""
     style_images: tuple[str, ...] = ()
     """Image files of a person's handwriting, one character each; used instead of the data sources."""
@@ -96,14 +98,23 @@ class GenerateOptions:
             object.__setattr__(self, "pairing", "every-style" if unlabelled else "own-class")
         elif self.pairing not in PAIRINGS:
             raise ConfigError(f"pairing must be one of {', '.join(PAIRINGS)}, got {self.pairing!r}")
-        elif self.pairing == "own-class" and unlabelled:
+        elif self.blend and (self.randomness != 1.0 or self.average != 1):
             raise ConfigError(
-                f"pairing own-class draws each style sample as its own class; the samples of {unlabelled} have none (use every-style)"
+                "--randomness and --average shape draws from a style's posterior; blends are drawn from the posterior means of two samples: leave them out with --pairing blend"
+            )
+        elif self.pairing != "every-style" and unlabelled:
+            raise ConfigError(
+                f"pairing {self.pairing} draws each style sample as its own class; the samples of {unlabelled} have none (use every-style)"
             )
 
     @property
     def own_class(self) -> bool:
-        return self.pairing == "own-class"
+        """Each style sample drawn as its own class (own-class, and its blends)."""
+        return self.pairing in ("own-class", "blend")
+
+    @property
+    def blend(self) -> bool:
+        return self.pairing == "blend"
 
     @property
     def images_per_draw(self) -> int:

@@ -93,7 +93,12 @@ def sheet_png(rows: list[list[np.ndarray]], options: GenerateOptions) -> bytes:
         cells = np.stack([np.stack(row) for row in rows])
     if options.own_class:
         row_names = [f"draw {i + 1}" for i in range(len(rows))]
-        title = f"{len(symbols)} characters, each drawn in styles of its own real samples (randomness {options.randomness}, seed {options.seed})"
+        how = (
+            "blended from two of its own real samples ("
+            if options.blend
+            else f"drawn in styles of its own real samples (randomness {options.randomness}, "
+        )
+        title = f"{len(symbols)} characters, each {how}seed {options.seed})"
     else:
         row_names = [f"style {i + 1}" for i in range(len(rows))]
         title = f"{len(rows)} styles x {len(symbols)} characters (randomness {options.randomness}, seed {options.seed})"
@@ -155,7 +160,14 @@ def card(manifest: dict, data_dir: str, num_bytes: int) -> str:
     recipe = (
         json.dumps(meta.get("train_config"), indent=2) if "train_config" in meta else '"not recorded in the model file"'
     )
-    if o["pairing"] == "own-class":
+    if o["pairing"] == "blend":
+        per_char = f"{o['num_styles']:,} of each" if o["num_styles"] else "one for each sample"
+        drawn_how = (
+            f"{what}, each drawn from the codes of two real samples of that same character blended (a writer who is "
+            f"neither; the surer of two blends by the model's classifier), {per_char}, from {manifest['styles']:,} style samples"
+        )
+        counts = f"{manifest['rows']:,} rows from {manifest['styles']:,} style samples"
+    elif o["pairing"] == "own-class":
         per_char = f"{o['num_styles']:,} drawings of each" if o["num_styles"] else "each sample drawn once"
         detail = " and detail code" if manifest["model_config"]["detail_latent"] else ""
         drawn_how = (

@@ -19,7 +19,7 @@ from handvae.formats.dataset_folder import RUN_FILE, SCHEMA_METADATA, fixed_size
 from handvae.generate.options import GenerateOptions
 from handvae.inference import ModelActor
 from handvae.labels import CHARSET
-from handvae.model.drawing import Drawing, draw_in_styles
+from handvae.model.drawing import Drawing, draw_blends, draw_in_styles
 
 ROWS_PER_GROUP = 10_000
 
@@ -33,6 +33,8 @@ class Drawer(ModelActor):
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         o = self.options
+        if o.blend:
+            return self._blend(batch)
         if o.own_class:
             return self._own_class(batch)
         count, draws = len(batch["style_id"]), o.samples_per_style
@@ -98,6 +100,29 @@ class Drawer(ModelActor):
                 "char": [CHARSET[label] for label in np.repeat(labels, draws)],
                 "label": np.repeat(labels, draws).astype(np.int16),
                 "pixels": fixed_size_binary(np.concatenate(pictures)),
+            }
+        )
+
+    def _blend(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        """One blend per row (`handvae.generate.driver._blends`), rows in the batch's order."""
+        labels = batch["label"].astype(np.int64)
+        drawn = draw_blends(
+            self.model,
+            torch.tensor(batch["image"]),
+            torch.tensor(batch["partners"]),
+            torch.from_numpy(labels),
+            torch.tensor(batch["shares"]),
+            self.drawing,
+        )
+        return pa.table(
+            {
+                "style_id": batch["style_id"],
+                "source": batch["source"],
+                "row": batch["row"],
+                "sample": batch["sample"].astype(np.int16),
+                "char": [CHARSET[label] for label in labels],
+                "label": labels.astype(np.int16),
+                "pixels": fixed_size_binary(drawn.numpy()),
             }
         )
 

@@ -125,6 +125,53 @@ def _posterior_draws(
 
 
 @torch.no_grad()
+def draw_blends(
+    model: VAE,
+    images: torch.Tensor,
+    partners: torch.Tensor,
+    labels: torch.Tensor,
+    shares: torch.Tensor,
+    drawing: Drawing = Drawing(),
+) -> torch.Tensor:
+    """uint8 (N, S, S): character i drawn as labels[i] from the codes of two real samples of that
+    class blended, a writer who is neither: the posterior means of z (and d) of images[i] moved
+    shares[i, j] of the way to those of partners[i, j], decoded by the detail decoder (z's for a
+    model without a detail code) at `drawing.sharpness`. Of the C candidates j (partners (N, C, S, S),
+    shares (N, C)), the one the model's own classifier gives labels[i] the highest probability:
+    drops blends that no longer read as their class (ghosted strokes). A function of its inputs
+    alone: no noise (generation: `handvae.generate.driver.blend_draws`).
+
+    Measured on the default model (docs/results/experiment-log.md): blends of two writers at shares
+    0.3-0.7 lie as far from the training records as a new writer's characters (novelty 1.0x), where
+    redraws of one sample lie at 0.4x."""
+    device = next(model.parameters()).device
+    count, candidates = shares.shape
+    first = _posterior_means(model, images.to(device)).repeat_interleave(candidates, dim=0)
+    second = _posterior_means(model, partners.flatten(0, 1).to(device))
+    t = shares.reshape(-1, 1).to(device=device, dtype=first.dtype)
+    codes = (1 - t) * first + t * second
+    wanted = labels.to(device).long().repeat_interleave(candidates)
+    class_input = one_hot_logits(wanted, model.config.num_classes)
+    latent = model.config.num_latent
+    logits = (
+        model.decode_detail(codes[:, :latent], codes[:, latent:], class_input)
+        if model.config.detail_latent
+        else model.decode(codes, class_input)
+    )
+    drawn = logits.mul(drawing.sharpness).sigmoid().mul(255).round().to(torch.uint8).squeeze(1)
+    x, _ = model_inputs(drawn, wanted)
+    sure = model.encode(x)[2].softmax(dim=1).gather(1, wanted[:, None]).view(count, candidates)
+    return drawn.view(count, candidates, *drawn.shape[1:])[torch.arange(count, device=device), sure.argmax(dim=1)].cpu()
+
+
+def _posterior_means(model: VAE, images: torch.Tensor) -> torch.Tensor:
+    """(N, latent + detail_latent): the posterior means of z and d of uint8 images (N, S, S)."""
+    x, _ = model_inputs(images, torch.zeros(len(images), dtype=torch.long, device=images.device))
+    z_mean, _, _, detail_mean, _ = model.encode_with_detail(x)
+    return z_mean if detail_mean is None else torch.cat([z_mean, detail_mean], dim=1)
+
+
+@torch.no_grad()
 def reconstruct(model: VAE, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images (N, S, S) -> (reconstructions as uint8 (N, S, S), predicted labels (N,)),
     through forward() as in the seed's comparison of originals and reconstructions."""
