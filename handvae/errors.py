@@ -83,7 +83,9 @@ _STORE_REFUSALS = (
     "ACCESS_DENIED",
     "AccessDenied",
     "InvalidAccessKeyId",
+    "INVALID_ACCESS_KEY_ID",  # pyarrow's name of S3's InvalidAccessKeyId
     "SignatureDoesNotMatch",
+    "SIGNATURE_DOES_NOT_MATCH",
     "NO_SUCH_BUCKET",
     "NoSuchBucket",
 )

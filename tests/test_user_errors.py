@@ -2,11 +2,14 @@
 failure turned into one `error:` line naming the file, flag or field and what was expected, exit
 status 2, no traceback; most of them before Ray starts."""
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,7 +28,7 @@ from handvae.model.steps import NonFiniteLoss, train_steps
 from handvae.model.vae import VAE
 from handvae.train.config import TrainConfig
 
-from conftest import make_letters, save_tiny_model
+from conftest import free_ports, make_letters, save_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -253,6 +256,49 @@ def test_an_object_store_that_refuses_is_one_line(tmp_path, s3_server, no_ray, m
     )
     result = invoke(*args)
     assert_user_error(result, "no-such-bucket-handvae")
+
+
+@pytest.fixture(scope="module")
+def refusing_s3():
+    """An S3-protocol server that checks credentials (moto's server mode with its IAM checks from the
+    first request, in its own process so that the session's lenient server stays as it is)."""
+    port = free_ports(1)[0]
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            break
+        time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("command", ["data", "train", "generate"])
+def test_credentials_the_object_store_refuses_are_one_line(refusing_s3, monkeypatch, no_ray, model_file, command):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", refusing_s3)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "not-a-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-secret")
+    args, named = {
+        "data": (["data", "--letters-csv", "s3://handvae-private/az.csv"], "az.csv"),
+        "train": (
+            ["train", "--storage-path", "s3://handvae-private/runs", "--no-report", "--num-workers", "1"],
+            "handvae-private",
+        ),
+        "generate": (
+            ["generate", "--model", model_file, "--out", "s3://handvae-private/out"],
+            "s3://handvae-private/out",
+        ),
+    }[command]
+    result = invoke(*args)
+    assert_user_error(result, named)
+    assert "ACCESS_DENIED" in result.stderr or "INVALID_ACCESS_KEY_ID" in result.stderr
 
 
 @pytest.fixture
