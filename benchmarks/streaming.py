@@ -91,6 +91,29 @@ def train(
     return result
 
 
+def _print_excess_by_role(small: dict, large: dict) -> None:
+    """Where the excess is: each role's PSS at the tree's peak, and its processes' own peaks, small
+    against large (a process's peak may come at another moment than the tree's)."""
+
+    def own_peaks(run: dict) -> dict[str, float]:
+        peaks: dict[str, float] = {}
+        for process in run["process_peaks_mb"]:
+            peaks[process["role"]] = peaks.get(process["role"], 0.0) + process["peak_pss_mb"]
+        return peaks
+
+    at_peak = {name: run["peak_breakdown_mb"] for name, run in (("small", small), ("large", large))}
+    peaks = {"small": own_peaks(small), "large": own_peaks(large)}
+    roles = sorted(set(at_peak["small"]) | set(at_peak["large"]), key=lambda r: -at_peak["large"].get(r, 0.0))
+    print("by process role, MB (at the tree's peak: small, large, difference | each process's own peak: small, large)")
+    for role in roles:
+        small_mb, large_mb = at_peak["small"].get(role, 0.0), at_peak["large"].get(role, 0.0)
+        if max(small_mb, large_mb) >= 20:
+            print(
+                f"  {role:<34} {small_mb:7,.0f} {large_mb:7,.0f} {large_mb - small_mb:+7,.0f} | "
+                f"{peaks['small'].get(role, 0.0):7,.0f} {peaks['large'].get(role, 0.0):7,.0f}"
+            )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mnist-dir", required=True, help="real MNIST (torchvision layout), for the speed comparison")
@@ -151,6 +174,7 @@ def main() -> None:
             f"(target < {TARGET_EXCESS}x: {'MET' if ratio < TARGET_EXCESS else 'MISSED'})",
             flush=True,
         )
+        _print_excess_by_role(runs["small"], runs["large"])
 
     if "speed" not in a.skip:
         prepared = os.path.join(a.work_dir, "prepared-real")
