@@ -1,6 +1,7 @@
 """Streaming training benchmark: memory against data set size, and speed against the in-memory path.
 
-Run (from the repo root, venv active; about 15-25 minutes on a 2-core machine):
+Run (from the repo root, venv active; on a 2-core machine with another job on one core, the memory part
+took 30 minutes, most of it the large set's epoch, 825,844 images at the default batch 32):
 
     python benchmarks/streaming.py --mnist-dir ../shared/data/mnist \
         --letters-csv "../shared/data/az_letters/A_Z Handwritten Data.csv" --work-dir /tmp/handvae-streaming
@@ -17,7 +18,9 @@ processes and the object store included):
 2. Trains one epoch on each as a user would, the default recipe with 2 workers, streamed
    (`--data-feed stream`, what auto picks above 512 MiB), `--no-report`, and reports the peak
    memory of each and the excess of the large over the small run, against the large set's pixel
-   bytes. Target: excess < 0.5x (a full copy per worker would be over 2x).
+   bytes, and where the excess is: each process role's PSS at the two peaks (the command, each
+   Ray actor class, Ray's daemons; `process_memory.py`), the PSS by role every 10 s in --out.
+   Target: excess < 0.5x (a full copy per worker would be over 2x).
 3. Prepares the real data (MNIST + the Kaggle letters) once with `handvae prepare`, then trains
    --epochs epochs on it with 2 workers streaming and in memory, and compares training images/s
    (median over the epochs after the first, from metrics.jsonl). Target: streaming >= 0.9x.
