@@ -5,7 +5,9 @@
 raylet, workers, agents; the object store's /dev/shm pages are counted through the processes
 that map them, once, by PSS), and the growth of /dev/shm usage, and keeps the peaks. It also
 reports the CPU time other processes on the machine took meanwhile, so that a contended
-measurement says so.
+measurement says so. It also says which processes hold the memory: each process's role (the command,
+a Ray actor by its class, `ray::RayTrainWorker`, or a Ray daemon by name), the PSS of each role at the
+tree's peak, each process's own peak, and the tree's PSS by role over time.
 """
 
 import json
@@ -59,6 +61,22 @@ def _rollup(pid: int) -> tuple[int, int] | None:
     return pss, rss
 
 
+def _role(pid: int, root: int) -> str:
+    """What a process of the tree is: "command" (the measured command itself), a Ray worker by the
+    actor class or task it runs (`ray::RayTrainWorker`, `ray::IDLE`), or a daemon by its program."""
+    if pid == root:
+        return "command"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return "?"
+    if args[0].startswith("ray::"):
+        return args[0].split(".")[0].split()[0]
+    programs = [a for a in args if a and not a.startswith("-") and not os.path.basename(a).startswith("python")]
+    return os.path.basename(programs[0]) if programs else os.path.basename(args[0])
+
+
 def _comm(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/comm") as f:
@@ -84,15 +102,21 @@ def _shm_used() -> int:
     return (st.f_blocks - st.f_bfree) * st.f_frsize
 
 
-def run_measured(command: list[str], sample_every: float, label: str, result_path: str | None = None) -> dict:
+def run_measured(
+    command: list[str], sample_every: float, label: str, result_path: str | None = None, series_every: float = 10.0
+) -> dict:
     """Run `command`; sample its whole process tree's PSS until it exits. The command may write a
-    JSON object to `result_path`, which is returned with the measured figures added."""
+    JSON object to `result_path`, which is returned with the measured figures added; also the PSS by
+    role at the peak, each process's peak, and every `series_every` seconds the PSS by role."""
     shm0 = _shm_used()
     print(f"[{label}] running ...", flush=True)
     t0 = time.perf_counter()
     child = subprocess.Popen(command)
     peak_pss = peak_rss = peak_shm = samples = 0
     peak_breakdown: dict[str, float] = {}
+    process_peaks: dict[int, float] = {}
+    roles: dict[int, str] = {}  # a Ray worker's last role but `ray::IDLE`, the one it held its memory in
+    series: list[dict] = []
     max_procs = 0
     seen: set[int] = set()
     tree_ticks: dict[int, int] = {}  # last seen CPU time of each process of the tree
@@ -109,7 +133,15 @@ def run_measured(command: list[str], sample_every: float, label: str, result_pat
             if r:
                 pss += r[0]
                 rss += r[1]
-                breakdown[_comm(pid)] += r[0] / 1024
+                role = _role(pid, child.pid)
+                if role != "ray::IDLE" or pid not in roles:
+                    roles[pid] = role
+                breakdown[role] += r[0] / 1024
+                process_peaks[pid] = max(process_peaks.get(pid, 0.0), r[0] / 1024)
+        if not series or time.perf_counter() - t0 >= series[-1]["t"] + series_every:
+            series.append(
+                {"t": round(time.perf_counter() - t0, 1), "total": round(pss / 1024, 1)} | _rounded(breakdown)
+            )
         samples += 1
         max_procs = max(max_procs, len(tree))
         peak_rss = max(peak_rss, rss)
@@ -148,7 +180,12 @@ def run_measured(command: list[str], sample_every: float, label: str, result_pat
         sampler_cpu_s=sampler_cpu,
         other_cores=other_cpu / wall,
         loadavg_before=load0,
-        peak_breakdown_mb={k: round(v, 1) for k, v in sorted(peak_breakdown.items(), key=lambda kv: -kv[1])},
+        peak_breakdown_mb=_rounded(peak_breakdown),
+        process_peaks_mb=[
+            {"pid": pid, "role": roles[pid], "peak_pss_mb": round(peak, 1)}
+            for pid, peak in sorted(process_peaks.items(), key=lambda kv: -kv[1])
+        ],
+        series_mb=series,
     )
     done = f"{result['rows']:,} rows in {result['seconds']:.1f} s" if "rows" in result else f"exited in {wall:.1f} s"
     print(
@@ -167,6 +204,10 @@ def run_measured(command: list[str], sample_every: float, label: str, result_pat
         flush=True,
     )
     return result
+
+
+def _rounded(by_role: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 1) for k, v in sorted(by_role.items(), key=lambda kv: -kv[1])}
 
 
 def _is_alive(pid: int) -> bool:

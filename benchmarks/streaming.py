@@ -1,6 +1,7 @@
 """Streaming training benchmark: memory against data set size, and speed against the in-memory path.
 
-Run (from the repo root, venv active; about 15-25 minutes on a 2-core machine):
+Run (from the repo root, venv active; on a 2-core machine with another job on one core, the memory part
+took 30 minutes, most of it the large set's epoch, 825,844 images at the default batch 32):
 
     python benchmarks/streaming.py --mnist-dir ../shared/data/mnist \
         --letters-csv "../shared/data/az_letters/A_Z Handwritten Data.csv" --work-dir /tmp/handvae-streaming
@@ -17,7 +18,9 @@ processes and the object store included):
 2. Trains one epoch on each as a user would, the default recipe with 2 workers, streamed
    (`--data-feed stream`, what auto picks above 512 MiB), `--no-report`, and reports the peak
    memory of each and the excess of the large over the small run, against the large set's pixel
-   bytes. Target: excess < 0.5x (a full copy per worker would be over 2x).
+   bytes, and where the excess is: each process role's PSS at the two peaks (the command, each
+   Ray actor class, Ray's daemons; `process_memory.py`), the PSS by role every 10 s in --out.
+   Target: excess < 0.5x (a full copy per worker would be over 2x).
 3. Prepares the real data (MNIST + the Kaggle letters) once with `handvae prepare`, then trains
    --epochs epochs on it with 2 workers streaming and in memory, and compares training images/s
    (median over the epochs after the first, from metrics.jsonl). Target: streaming >= 0.9x.
@@ -91,6 +94,29 @@ def train(
     return result
 
 
+def _print_excess_by_role(small: dict, large: dict) -> None:
+    """Where the excess is: each role's PSS at the tree's peak, and its processes' own peaks, small
+    against large (a process's peak may come at another moment than the tree's)."""
+
+    def own_peaks(run: dict) -> dict[str, float]:
+        peaks: dict[str, float] = {}
+        for process in run["process_peaks_mb"]:
+            peaks[process["role"]] = peaks.get(process["role"], 0.0) + process["peak_pss_mb"]
+        return peaks
+
+    at_peak = {name: run["peak_breakdown_mb"] for name, run in (("small", small), ("large", large))}
+    peaks = {"small": own_peaks(small), "large": own_peaks(large)}
+    roles = sorted(set(at_peak["small"]) | set(at_peak["large"]), key=lambda r: -at_peak["large"].get(r, 0.0))
+    print("by process role, MB (at the tree's peak: small, large, difference | each process's own peak: small, large)")
+    for role in roles:
+        small_mb, large_mb = at_peak["small"].get(role, 0.0), at_peak["large"].get(role, 0.0)
+        if max(small_mb, large_mb) >= 20:
+            print(
+                f"  {role:<34} {small_mb:7,.0f} {large_mb:7,.0f} {large_mb - small_mb:+7,.0f} | "
+                f"{peaks['small'].get(role, 0.0):7,.0f} {peaks['large'].get(role, 0.0):7,.0f}"
+            )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mnist-dir", required=True, help="real MNIST (torchvision layout), for the speed comparison")
@@ -151,6 +177,7 @@ def main() -> None:
             f"(target < {TARGET_EXCESS}x: {'MET' if ratio < TARGET_EXCESS else 'MISSED'})",
             flush=True,
         )
+        _print_excess_by_role(runs["small"], runs["large"])
 
     if "speed" not in a.skip:
         prepared = os.path.join(a.work_dir, "prepared-real")

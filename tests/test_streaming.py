@@ -19,7 +19,7 @@ from handvae.data import folders
 from handvae.data.images import encode_pngs
 from handvae.data.prepare import prepare
 from handvae.data.sources import DataSources
-from handvae.data.streaming import epoch_slices, shuffled_batches
+from handvae.data.streaming import epoch_slices, in_order_batches, shuffled_batches
 from handvae.formats.checkpoints import FAULT_MARKER
 from handvae.formats.model_file import load_model_and_metadata
 from handvae.model.vae import VAEConfig
@@ -135,6 +135,20 @@ def test_window_shuffle_depends_on_the_rows_not_on_how_they_arrive():
     rows = torch.cat(one)
     assert sorted(rows.tolist()) == list(range(100)) and rows.tolist() != list(range(100))
     assert set(rows[:32].tolist()) == set(range(32))  # shuffled within its window of 32 rows only
+
+
+def test_evaluation_batches_keep_the_read_order_in_one_size_whatever_the_blocks():
+    # One size however the blocks are cut: a new size every other batch kept the freed activations
+    # of each size in glibc's heap (a worker's memory grew with every test batch).
+    images = np.arange(100, dtype=np.uint8).repeat(784).reshape(100, 28, 28)
+    labels = np.arange(100, dtype=np.uint8)
+    cuts = [0, 3, 40, 41, 90, 100]
+    blocks = [(images[a:b], labels[a:b]) for a, b in zip(cuts, cuts[1:])]
+    batches = list(in_order_batches(blocks, batch_size=16))
+    assert [len(b[1]) for b in batches] == [16] * 6 + [4]
+    assert torch.cat([b[1] for b in batches]).tolist() == list(range(100))
+    assert torch.equal(torch.cat([b[0] for b in batches]), torch.from_numpy(images))
+    assert list(in_order_batches([], batch_size=16)) == []
 
 
 # ---- the folder reader ----------------------------------------------------------------------------

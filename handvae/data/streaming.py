@@ -112,7 +112,26 @@ def _emit_window(window, carry, batch_size: int, generator: torch.Generator):
 def in_order_batches(
     blocks: Iterable[tuple[np.ndarray, np.ndarray]], batch_size: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Blocks -> batches of at most batch_size, in read order (evaluation)."""
-    for images, labels in blocks:
-        for start in range(0, len(labels), batch_size):
-            yield torch.tensor(images[start : start + batch_size]), torch.tensor(labels[start : start + batch_size])
+    """Blocks -> batches of batch_size in read order (evaluation), the last smaller, whatever the
+    blocks' sizes. Batches of one size on purpose: cut per block (the test rows of one read batch, a few
+    hundred to some 1,700), every other batch had a new size, the model's activations new sizes with it,
+    and glibc's heap kept each size's freed chunks: a worker grew by 550 MB over the 100 test
+    batches of a 1,032,480-character set, and stays flat with one size (docs/results/benchmarks.md)."""
+    images, labels, rows = [], [], 0
+    for block_images, block_labels in blocks:
+        start = 0
+        while start < len(block_labels):
+            take = min(batch_size - rows, len(block_labels) - start)
+            images.append(block_images[start : start + take])
+            labels.append(block_labels[start : start + take])
+            rows, start = rows + take, start + take
+            if rows == batch_size:
+                yield _batch(images, labels)
+                images, labels, rows = [], [], 0
+    if rows:
+        yield _batch(images, labels)
+
+
+def _batch(images: list[np.ndarray], labels: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch, copied out of the blocks (whose read-only buffers torch cannot take as they are)."""
+    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
