@@ -88,7 +88,7 @@ def style_samples(sources: DataSources, options: GenerateOptions) -> ray.data.Da
         samples = read_split(sources, options.split).select_columns(columns)
         samples = samples.map_batches(_with_style_id, batch_format="numpy", batch_size=None)
     if options.blend:
-        return _blends(samples, options)
+        return samples  # all of them: `_blends` chooses the draws and the partners
     if options.own_class:
         return _with_own_class_draws(samples, options)
     if options.num_styles is None:
@@ -111,10 +111,11 @@ def _with_own_class_draws(samples: ray.data.Dataset, options: GenerateOptions) -
     )
 
 
-def _blends(samples: ray.data.Dataset, options: GenerateOptions) -> ray.data.Dataset:
+def _blends(samples: ray.data.Dataset, options: GenerateOptions) -> tuple[ray.data.Dataset, int]:
     """One row per blend (`blend_draws`): the style sample's columns, its partners' images and the
-    shares. Planned here, on the driver, with the split's images in memory (784 bytes a sample)
-    and the rows built here (about 2.4 KB a character: 170 MB for 72,000)."""
+    shares; and the number of style samples drawn. Planned here, on the driver, with the split's
+    images in memory (784 bytes a sample) and the rows built here (about 2.4 KB a character: 170 MB
+    for 72,000)."""
     batches = list(samples.iter_batches(batch_size=None, batch_format="numpy"))
     if not batches:
         raise DataError(f"no style samples: split {options.split!r} of the given data holds no images")
@@ -128,16 +129,12 @@ def _blends(samples: ray.data.Dataset, options: GenerateOptions) -> ray.data.Dat
         "sample": number.astype(np.int16),
         "partners": columns["image"][partners],
         "shares": shares.astype(np.float32),
-        "draws": np.ones(len(index), np.int64),
-        "first_draw": (number == 0).astype(np.int64),  # counts the style samples (`styles` of the manifest)
     }
     step = options.styles_per_batch * _BLEND_BATCHES_PER_BLOCK
-    return ray.data.from_arrow(
-        [
-            BlockAccessor.batch_to_block({k: v[s : s + step] for k, v in rows.items()})
-            for s in range(0, len(index), step)
-        ]
-    )
+    blocks = [
+        BlockAccessor.batch_to_block({k: v[s : s + step] for k, v in rows.items()}) for s in range(0, len(index), step)
+    ]
+    return ray.data.from_arrow(blocks), int(np.count_nonzero(draws))
 
 
 _BLEND_BATCHES_PER_BLOCK = 16  # blocks of a few model calls each, so that every model actor gets some
@@ -204,8 +201,11 @@ def _preserve_order():
 def _generate(
     model, metadata, drawing, model_path, sources, dataset: dataset_output.DatasetRun, options, workers
 ) -> dict:
-    styles = style_samples(sources, options).materialize()
-    total_styles = int(styles.sum("first_draw")) if options.blend else styles.count()
+    if options.blend:  # built on the driver, materialized already: one row per blend, counted there
+        styles, total_styles = _blends(style_samples(sources, options), options)
+    else:
+        styles = style_samples(sources, options).materialize()
+        total_styles = styles.count()
     where = "the given style images" if options.style_images else f"split {options.split!r} of the given data"
     if total_styles == 0:
         raise DataError(f"no style samples: {where} holds no images")
@@ -219,8 +219,10 @@ def _generate(
         styles, Drawer, model_path, (options, drawing), workers, options.use_gpu, options.styles_per_batch
     )
     generated = drawn.map_batches(with_image, batch_format="pyarrow", batch_size=None)
-
-    total = int(styles.sum("draws")) if options.own_class else total_styles * options.per_style
+    if options.blend:
+        total = styles.count()
+    else:
+        total = int(styles.sum("draws")) if options.own_class else total_styles * options.per_style
     per_block = options.styles_per_batch * options.per_style  # rows of one model call
     sink = ParquetFiles(dataset.prefix, per_block * max(1, options.rows_per_file // per_block))
     with hiding_actor_restart_notice():
