@@ -111,6 +111,9 @@ def _with_own_class_draws(samples: ray.data.Dataset, options: GenerateOptions) -
     )
 
 
+_BLEND_BATCHES_PER_BLOCK = 16  # blocks of a few model calls each, so that every model actor gets some
+
+
 def _blends(samples: ray.data.Dataset, options: GenerateOptions) -> tuple[ray.data.Dataset, int]:
     """One row per blend (`blend_draws`): the style sample's columns, its partners' images and the
     shares; and the number of style samples drawn. Planned here, on the driver, with the split's
@@ -135,9 +138,6 @@ def _blends(samples: ray.data.Dataset, options: GenerateOptions) -> tuple[ray.da
         BlockAccessor.batch_to_block({k: v[s : s + step] for k, v in rows.items()}) for s in range(0, len(index), step)
     ]
     return ray.data.from_arrow(blocks), int(np.count_nonzero(draws))
-
-
-_BLEND_BATCHES_PER_BLOCK = 16  # blocks of a few model calls each, so that every model actor gets some
 
 
 def _keep_drawn(batch: dict, sorted_ids: np.ndarray, sorted_draws: np.ndarray) -> dict:

@@ -24,8 +24,8 @@ class GenerateOptions:
     (docs/generation.md). "blend": as own-class, each character drawn from the codes of two real
     samples of it blended (`handvae.model.drawing.draw_blends`): a writer who is neither, as new as
     another writer's characters, for a data set that does not copy its records. "every-style": every
-    character of `chars` in every style, alphabets in one hand. None: own-class for styles from a data split, every-style for style images and text
-    (their samples have no class)."""
+    character of `chars` in every style, alphabets in one hand. None: own-class for styles from a
+    data split, every-style for style images and text (their samples have no class)."""
     style_images: tuple[str, ...] = ()
     """Image files of a person's handwriting, one character each; used instead of the data sources."""
     num_styles: int | None = None

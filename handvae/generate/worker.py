@@ -91,17 +91,8 @@ class Drawer(ModelActor):
             )
             for index, styles in zip(group, drawn[:, :, 0].numpy()):
                 pictures[index] = styles  # (count, S, S)
-        return pa.table(
-            {
-                "style_id": np.repeat(batch["style_id"], draws),
-                "source": np.repeat(batch["source"], draws),
-                "row": np.repeat(batch["row"], draws),
-                "sample": np.concatenate([np.arange(n, dtype=np.int16) for n in draws]),
-                "char": [CHARSET[label] for label in np.repeat(labels, draws)],
-                "label": np.repeat(labels, draws).astype(np.int16),
-                "pixels": fixed_size_binary(np.concatenate(pictures)),
-            }
-        )
+        samples = np.concatenate([np.arange(n) for n in draws])
+        return _own_class_rows(batch, draws, samples, labels, np.concatenate(pictures))
 
     def _blend(self, batch: dict[str, np.ndarray]) -> pa.Table:
         """One blend per row (`handvae.generate.driver._blends`), rows in the batch's order."""
@@ -114,17 +105,27 @@ class Drawer(ModelActor):
             torch.tensor(batch["shares"]),
             self.drawing,
         )
-        return pa.table(
-            {
-                "style_id": batch["style_id"],
-                "source": batch["source"],
-                "row": batch["row"],
-                "sample": batch["sample"].astype(np.int16),
-                "char": [CHARSET[label] for label in labels],
-                "label": labels.astype(np.int16),
-                "pixels": fixed_size_binary(drawn.numpy()),
-            }
-        )
+        return _own_class_rows(batch, 1, batch["sample"], labels, drawn.numpy())
+
+
+def _own_class_rows(
+    batch: dict[str, np.ndarray], repeats, samples: np.ndarray, labels: np.ndarray, pictures: np.ndarray
+) -> pa.Table:
+    """The rows of characters each drawn as its style sample's own class: each style sample's
+    provenance and label `repeats` times (its draws: an array, or 1), then each row's draw number
+    and picture."""
+    labels = np.repeat(labels, repeats)
+    return pa.table(
+        {
+            "style_id": np.repeat(batch["style_id"], repeats),
+            "source": np.repeat(batch["source"], repeats),
+            "row": np.repeat(batch["row"], repeats),
+            "sample": samples.astype(np.int16),
+            "char": [CHARSET[label] for label in labels],
+            "label": labels.astype(np.int16),
+            "pixels": fixed_size_binary(pictures),
+        }
+    )
 
 
 def _line(cells: np.ndarray, text: str) -> np.ndarray:
