@@ -39,7 +39,14 @@ import torch
 from handvae import rng
 from handvae.labels import NUM_CLASSES
 from handvae.model.drawing import Drawing, draw_in_styles
-from handvae.model.steps import epoch_order, epoch_partners, latent_means, nearest_in_class, train_epoch
+from handvae.model.steps import (
+    epoch_order,
+    epoch_partners,
+    latent_means,
+    nearest_in_class,
+    train_epoch,
+    train_steps,
+)
 from handvae.model.vae import VAE, model_inputs, one_hot_logits
 from handvae.score.cas import REFERENCE, summarize, train_and_test, training_sets
 from handvae.score.novelty import measure_novelty
@@ -91,8 +98,6 @@ def train_model(config, images, labels, device, log) -> VAE:
         if config.pairing == "self":
             figures = train_epoch(model, optimizer, images, labels, order, epoch, config, sums)
         else:
-            from handvae.model.steps import train_steps
-
             partners = epoch_partners(labels.cpu(), config.seed, epoch, candidates).to(device)
             batches = ((images[i], labels[i], images[partners[i]]) for i in order.split(config.batch_size))
             figures = train_steps(model, optimizer, batches, epoch, config, sums)
