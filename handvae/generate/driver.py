@@ -68,7 +68,7 @@ from handvae.generate.worker import Drawer, ParquetFiles, with_image
 from handvae.inference import load_checked_model, map_with_model, start_ray_for_actors
 from handvae.model.drawing import Drawing
 from handvae.rng import mix64
-from handvae.runtime import hiding_actor_restart_notice
+from handvae.runtime import hiding_actor_restart_notice, wait_for_free_cpus
 from handvae.score.novelty import measure_novelty
 
 _PROGRESS_EVERY_S = 5.0
@@ -282,6 +282,7 @@ def _write_with_progress(generated: ray.data.Dataset, sink: ParquetFiles, total:
         except BaseException as exc:  # raised again in the driver's thread below
             failure.append(exc)
 
+    wait_for_free_cpus()
     started = time.perf_counter()
     writer = threading.Thread(target=write, name="handvae-write", daemon=True)
     writer.start()
