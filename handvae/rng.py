@@ -71,6 +71,14 @@ def partner_uniforms(seed: int, epoch: int, count: int) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng([seed, epoch, _PARTNER_STREAM]).random(count))
 
 
+def another_of_class(position: np.ndarray, class_size: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+    """The position within its class of another member, chosen uniformly by `uniforms` in [0, 1)
+    (broadcast against `position`): an offset of 1..size-1 along the class, so never the member at
+    `position` itself, except in a class of one. Pair training's partners and the blends' partners."""
+    offset = 1 + np.floor(uniforms * (class_size - 1)).astype(np.int64)
+    return (position + offset) % class_size
+
+
 def stream_generator(*keys: int) -> torch.Generator:
     """A generator for any tuple of non-negative keys, through numpy's SeedSequence (keys of any
     size mix well): the streaming feed's unit order (seed, epoch) and windows (seed, epoch, rank, ...)."""

@@ -6,7 +6,7 @@ import numpy as np
 from handvae.errors import DataError
 from handvae.generate.options import GenerateOptions
 from handvae.labels import CHARSET
-from handvae.rng import blend_uniforms, mix64
+from handvae.rng import another_of_class, blend_uniforms, mix64
 
 BLEND_SHARES = (0.3, 0.7)
 """How far a blend moves from its style sample's codes towards its partner's: uniformly in this range.
@@ -60,8 +60,6 @@ def blend_draws(
         members = drawn[labels[drawn] == label]  # in index order
         rows = np.flatnonzero(labels[index] == label)
         position = np.searchsorted(members, index[rows])[:, None]
-        # An offset of 1..m-1 along the class (0 for a class of one): never the sample itself.
-        offset = 1 + np.floor(uniforms[rows, :candidates] * (len(members) - 1)).astype(np.int64)
-        partners[rows] = members[(position + offset) % len(members)]
+        partners[rows] = members[another_of_class(position, len(members), uniforms[rows, :candidates])]
     low, high = BLEND_SHARES
     return index, number, partners, low + (high - low) * uniforms[:, candidates:]

@@ -17,7 +17,7 @@ import torch
 from handvae.model.augment import augment
 from handvae.model.loss import LossTerms, loss_terms, total_loss
 from handvae.model.vae import model_inputs
-from handvae.rng import epoch_generator, partner_uniforms
+from handvae.rng import another_of_class, epoch_generator, partner_uniforms
 
 if TYPE_CHECKING:  # the recipe imports the model: a type only here
     from handvae.train.config import TrainConfig
@@ -158,9 +158,8 @@ def epoch_partners(labels: torch.Tensor, seed: int, epoch: int, candidates: torc
     position = torch.empty(n, dtype=torch.long)
     position[by_class] = torch.arange(n)
     within, size = position - starts[labels], counts[labels]
-    # An offset of 1..size-1 along the class (0 for a class of one): never the image itself.
-    offset = torch.where(size > 1, 1 + (uniform * (size - 1)).long(), 0)
-    return by_class[starts[labels] + (within + offset) % size]
+    other = torch.from_numpy(another_of_class(within.numpy(), size.numpy(), uniform.numpy()))
+    return by_class[starts[labels] + other]
 
 
 @torch.no_grad()
