@@ -45,7 +45,7 @@ def _train(job):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arrays", required=True, help="real splits exported by generator_sweep.py export")
-    p.add_argument("--dataset", required=True, help="a data set folder written by handvae generate")
+    p.add_argument("--dataset", required=True, help="a data set folder written by handvae generate, or a .npz")
     p.add_argument("--per-class", nargs="+", type=int, required=True, help="generated rows of each character")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--real", action="store_true", help="also train on the real split alone (the baseline)")
@@ -55,9 +55,13 @@ def main() -> None:
     arrays = np.load(args.arrays)
     real = (torch.from_numpy(arrays["train_images"]), torch.from_numpy(arrays["train_labels"].astype(np.int64)))
     test = (torch.from_numpy(arrays["test_images"]), torch.from_numpy(arrays["test_labels"].astype(np.int64)))
-    with open(os.path.join(args.dataset, "manifest.json")) as f:
-        files = [os.path.join(args.dataset, name) for name in json.load(f)["files"]]
-    images, labels, _ = read_rows(files, 1)
+    if args.dataset.endswith(".npz"):  # a candidate of generator_sweep.py --drawn
+        drawn = np.load(args.dataset)
+        images, labels = torch.from_numpy(drawn["images"]), torch.from_numpy(drawn["labels"].astype(np.int64))
+    else:
+        with open(os.path.join(args.dataset, "manifest.json")) as f:
+            files = [os.path.join(args.dataset, name) for name in json.load(f)["files"]]
+        images, labels, _ = read_rows(files, 1)
     jobs = [("real", s, *real, test) for s in args.seeds] if args.real else []
     for n in args.per_class:
         keep = first_per_class(labels, n)

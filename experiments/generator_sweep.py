@@ -18,18 +18,23 @@ on a CPU.
 Candidate data sets, each 2,000 drawings of every class in styles of real training samples of
 that class (what `handvae generate --split train --num-styles 2000` draws):
 - redraw: the product's own-class drawing (`draw_in_styles`, own_class=True);
-- interp-T: the codes (z, d) of the style sample A moved a share t ~ U(T) of the way to those of
-  B, one of A's 8 nearest samples of its class in code space; decoded by the detail decoder;
-- mix-T: the same with B any sample of A's class;
+- interp-T[@K]: the codes (z, d) of the style sample A moved a share t ~ U(T) of the way to those
+  of B, one of A's K (default 8) nearest samples of its class in code space; decoded by the detail
+  decoder (`handvae.model.drawing.draw_blends`, what `handvae generate --pairing blend` draws);
+- mix-T: the same with B any sample of A's class (the product's blend, with other random draws);
 - delta-L: A's codes plus L x (codes of C - codes of D), C and D two samples of A's class
   (the intra-class differences of Delta-encoder, Schwartz et al. 2018);
 - prior: z drawn from N(class mean, I), decoded by the style decoder (a CVAE's sampling);
-any of them with "+sure": drawn 1.5x over, keeping the draws the VAE's own classifier gives
-their class with the highest probability (dropping draws no class claims confidently).
+any of them with "+sure": for interp and mix, the surer of two blends by the VAE's own classifier
+(the product's rule); for the others, drawn 1.5x over, keeping each class's draws the classifier
+gives their class with the highest probability (dropping draws no class claims confidently).
+`--drawn DIR` keeps each candidate's drawings whole, for `experiments/augment_share.py`.
 """
 
 import argparse
+import functools
 import json
+import os
 import time
 from dataclasses import replace
 
@@ -38,7 +43,7 @@ import torch
 
 from handvae import rng
 from handvae.labels import NUM_CLASSES
-from handvae.model.drawing import Drawing, draw_in_styles
+from handvae.model.drawing import Drawing, draw_blends, draw_in_styles
 from handvae.model.steps import (
     epoch_order,
     epoch_partners,
@@ -141,7 +146,9 @@ def decode_codes(model: VAE, code: torch.Tensor, labels: torch.Tensor, sharpness
 
 
 @torch.no_grad()
-def draw(model: VAE, strategy: str, images, labels, all_codes, neighbours, styles, generator, drawing: Drawing):
+def draw(
+    model: VAE, strategy: str, sure: bool, images, labels, all_codes, neighbours, styles, generator, drawing: Drawing
+):
     """uint8 images (len(styles), 28, 28) drawn by `strategy` in the styles of training samples `styles`."""
     device = images.device
     y = labels[styles]
@@ -170,17 +177,33 @@ def draw(model: VAE, strategy: str, images, labels, all_codes, neighbours, style
         z = z + model.class_latent_means[y]
         logits = model.decode(z, one_hot_logits(y, model.config.num_classes))
         return logits.mul(drawing.sharpness).sigmoid().mul(255).round().to(torch.uint8).squeeze(1)
-    code_a = all_codes[styles]
     kind, value = strategy.split("-")
-    if kind in ("interp", "mix"):
-        low, high = (float(v) for v in value.split(":"))
+    if kind in ("interp", "mix"):  # the product's blend (`draw_blends`), with the sweep's partners
+        shares, _, near = value.partition("@")
+        low, high = (float(v) for v in shares.split(":"))
+        count, candidates = len(styles), 2 if sure else 1
         if kind == "interp":
-            b = neighbours[styles, torch.randint(neighbours.shape[1], (len(styles),), generator=generator).to(device)]
+            pool = neighbours(int(near or 8))[styles]
+            b = pool.gather(1, torch.randint(pool.shape[1], (count, candidates), generator=generator).to(device))
         else:
-            b = random_same_class(labels, y, generator)
-        t = (low + (high - low) * torch.rand(len(styles), 1, generator=generator)).to(device)
-        code = (1 - t) * code_a + t * all_codes[b]
-    elif kind == "delta":
+            b = random_same_class(labels, y.repeat_interleave(candidates), generator).view(count, candidates)
+        t = low + (high - low) * torch.rand(count, candidates, generator=generator)
+        step = 4096
+        return torch.cat(
+            [
+                draw_blends(
+                    model,
+                    images[styles[s : s + step]],
+                    images[b[s : s + step]],
+                    y[s : s + step],
+                    t[s : s + step],
+                    drawing,
+                )
+                for s in range(0, count, step)
+            ]
+        ).to(device)
+    code_a = all_codes[styles]
+    if kind == "delta":
         scale = float(value)
         c, d = (random_same_class(labels, y, generator) for _ in range(2))
         code = code_a + scale * (all_codes[c] - all_codes[d])
@@ -238,16 +261,18 @@ def sweep(args) -> None:
     results, samples = {}, {}
     for recipe, model, drawing in models(args, images, labels, device, log):
         all_codes = codes(model, images)
-        neighbours = nearest_codes(all_codes, labels)
+        neighbours = functools.cache(lambda k, all_codes=all_codes: nearest_codes(all_codes, labels, k))
         for candidate in args.candidates:
             name = f"{recipe}/{candidate}"
             strategy, variant = candidate.split("/")
             sharpness, sure = float(variant[1:].removesuffix("+sure")), variant.endswith("+sure")
             drawn_as = replace(drawing, detail_sharpness=sharpness, sharpness=sharpness)
             generator = torch.Generator().manual_seed(2)
-            styles = style_indices(labels.cpu(), 2, int(per_class * (1.5 if sure else 1))).to(device)
-            drawn = draw(model, strategy, images, labels, all_codes, neighbours, styles, generator, drawn_as)
-            if sure:  # each class's most confidently recognised draws
+            blend = strategy.startswith(("interp", "mix"))  # "+sure": the surer of two blends, as the product draws
+            filtered = sure and not blend
+            styles = style_indices(labels.cpu(), 2, int(per_class * (1.5 if filtered else 1))).to(device)
+            drawn = draw(model, strategy, sure, images, labels, all_codes, neighbours, styles, generator, drawn_as)
+            if filtered:  # each class's most confidently recognised draws
                 p = confidence(model, drawn, labels[styles])
                 keep = torch.cat(
                     [
@@ -269,6 +294,13 @@ def sweep(args) -> None:
                 f"spread {n['digits']['spread']:.2f} / {n['letters']['spread']:.2f}"
             )
             samples[name.replace("/", "_")] = drawn[:: max(1, len(drawn) // 720)].cpu().numpy()
+            if args.drawn:
+                os.makedirs(args.drawn, exist_ok=True)
+                np.savez(
+                    os.path.join(args.drawn, name.replace("/", "_") + ".npz"),
+                    images=generated[0].numpy(),
+                    labels=generated[1].numpy(),
+                )
             if args.samples:
                 np.savez_compressed(args.samples, **samples)
             results[name] = {"novelty": novelty}
@@ -348,6 +380,7 @@ def main() -> None:
     s.add_argument("--reference-epochs", type=int, default=REFERENCE.epochs, help="the reference classifier's epochs")
     s.add_argument("--novelty-gate", type=float, default=0.0, help="score only candidates this new (both parts)")
     s.add_argument("--samples", help="also save every 1/720 of each candidate's drawings here (.npz)")
+    s.add_argument("--drawn", help="also save each candidate's whole drawn set here (NAME.npz)")
     s.add_argument("--quick", action="store_true")
     a = p.parse_args()
     export(a) if a.command == "export" else sweep(a)
