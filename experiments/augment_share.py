@@ -7,11 +7,11 @@ character against ~170 real letters) add to real data in a smaller share?
     python experiments/augment_share.py --arrays sweep/real.npz --dataset runs/recipe-handvae/blend \
         --per-class 170 2000 --real
 
-Each share is the data set's first N rows of each character in file order (a generated set is in the
-order of its style samples, which `handvae generate` shuffles by the seed), trained with the real
-training split by `handvae score`'s reference classifier at each seed, one process per training (one
-thread each, as `handvae score` runs them); `--real` trains the real split alone too, the baseline,
-else the gains are left out. A research script: its figures are screens for `handvae score`.
+Each share is N rows of each character, evenly spaced in file order (so from as many style samples
+as N allows), trained with the real training split by `handvae score`'s reference classifier at
+each seed, one process per training (one thread each, as `handvae score` runs them); `--real`
+trains the real split alone too, the baseline, else the gains are left out. A research script: its
+figures are screens for `handvae score`.
 """
 
 import argparse
@@ -29,9 +29,13 @@ from handvae.labels import NUM_CLASSES
 from handvae.score.cas import REFERENCE, class_means, train_and_test
 
 
-def first_per_class(labels: torch.Tensor, per_class: int) -> torch.Tensor:
-    """Indices of the first `per_class` rows of each class, in file order."""
-    keep = [torch.nonzero(labels == c).flatten()[:per_class] for c in range(NUM_CLASSES)]
+def spread_per_class(labels: torch.Tensor, per_class: int) -> torch.Tensor:
+    """Indices of `per_class` rows of each class, evenly spaced over its rows in file order (a style
+    sample's draws are next to each other: the first rows would be the draws of a few samples)."""
+    keep = []
+    for c in range(NUM_CLASSES):
+        members = torch.nonzero(labels == c).flatten()
+        keep.append(members[torch.linspace(0, len(members) - 1, min(per_class, len(members))).long()])
     return torch.sort(torch.cat(keep)).values
 
 
@@ -64,7 +68,7 @@ def main() -> None:
         images, labels, _ = read_rows(files, 1)
     jobs = [("real", s, *real, test) for s in args.seeds] if args.real else []
     for n in args.per_class:
-        keep = first_per_class(labels, n)
+        keep = spread_per_class(labels, n)
         both = (torch.cat([real[0], images[keep]]), torch.cat([real[1], labels[keep]]))
         jobs += [(f"real+{n}", s, *both, test) for s in args.seeds]
     started = time.perf_counter()

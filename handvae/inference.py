@@ -50,6 +50,22 @@ class ModelActor:
         self.model.to(self.device).eval()
 
 
+@ray.remote(num_cpus=0)
+class RowCounter:
+    """The rows the model actors have made so far, for the driver's progress line (the files are
+    written whole at the end of their write task: counting files shows 0% until the last one).
+    A restarted actor counts its batches again: the driver caps the count at the total."""
+
+    def __init__(self):
+        self.rows = 0
+
+    def add(self, rows: int) -> None:
+        self.rows += rows
+
+    def total(self) -> int:
+        return self.rows
+
+
 def start_ray_for_actors(num_workers: int | None, use_gpu: bool, reached: dict[str, str | None]) -> int:
     """Start (or join) Ray with room for the actor pool; returns the pool size. By default one actor
     per GPU with use_gpu, else one per CPU but one, left to reading the data and to the driver.

@@ -51,6 +51,7 @@ import time
 from dataclasses import asdict, replace
 
 import numpy as np
+import ray
 import ray.data
 from ray.data.block import BlockAccessor
 
@@ -65,7 +66,7 @@ from handvae.generate.choices import blend_draws, own_class_draws
 from handvae.generate.options import GenerateOptions
 from handvae.generate.reports import card, read_rows, read_sheet, sheet_png
 from handvae.generate.worker import Drawer, ParquetFiles, with_image
-from handvae.inference import load_checked_model, map_with_model, start_ray_for_actors
+from handvae.inference import RowCounter, load_checked_model, map_with_model, start_ray_for_actors
 from handvae.model.drawing import Drawing
 from handvae.rng import mix64
 from handvae.runtime import hiding_actor_restart_notice, wait_for_free_cpus
@@ -215,8 +216,9 @@ def _generate(
         raise DataError(
             f"--num-styles {options.num_styles:,}: {where} holds {total_styles:,} style samples; ask for at most that many, or leave --num-styles out for all of them"
         )
+    counter = RowCounter.remote()
     drawn = map_with_model(
-        styles, Drawer, model_path, (options, drawing), workers, options.use_gpu, options.styles_per_batch
+        styles, Drawer, model_path, (options, drawing, counter), workers, options.use_gpu, options.styles_per_batch
     )
     generated = drawn.map_batches(with_image, batch_format="pyarrow", batch_size=None)
     if options.blend:
@@ -226,7 +228,7 @@ def _generate(
     per_block = options.styles_per_batch * options.per_style  # rows of one model call
     sink = ParquetFiles(dataset.prefix, per_block * max(1, options.rows_per_file // per_block))
     with hiding_actor_restart_notice():
-        _write_with_progress(generated, sink, total)
+        _write_with_progress(generated, sink, total, counter)
     files, file_rows, file_bytes = zip(*sink.written)
     if sum(file_rows) != total:
         raise RuntimeError(f"wrote {sum(file_rows)} rows, expected {total}")
@@ -271,9 +273,9 @@ def _novelty(sources: DataSources, options: GenerateOptions, files: list[str], r
     return {"sampled_rows": len(sample[1]), **{part: f.to_dict() for part, f in figures.items()}}
 
 
-def _write_with_progress(generated: ray.data.Dataset, sink: ParquetFiles, total: int) -> None:
-    """Runs the write (the workers write the files) and prints progress from the files written so
-    far, until it ends."""
+def _write_with_progress(generated: ray.data.Dataset, sink: ParquetFiles, total: int, counter) -> None:
+    """Runs the write (the workers write the files) and prints progress from the rows the model
+    actors have drawn so far (`counter`, a `handvae.inference.RowCounter`), until it ends."""
     failure: list[BaseException] = []
 
     def write():
@@ -290,9 +292,12 @@ def _write_with_progress(generated: ray.data.Dataset, sink: ParquetFiles, total:
         writer.join(_PROGRESS_EVERY_S)
         if not writer.is_alive():
             break
-        files, _ = storage.list_tree(sink.prefix)
-        done = min(total, sum(name.endswith(".parquet") for name in files) * sink.rows_per_file)
-        _print_progress(done, total, time.perf_counter() - started)
+        try:
+            done = min(total, ray.get(counter.total.remote(), timeout=_PROGRESS_EVERY_S))
+        except ray.exceptions.GetTimeoutError:  # a busy cluster: the next line will tell
+            continue
+        if done < total:  # all drawn: the last file is being written, and the line after the write says so
+            _print_progress(done, total, time.perf_counter() - started)
     if failure:
         raise failure[0]
     _print_progress(total, total, time.perf_counter() - started)

@@ -27,11 +27,17 @@ ROWS_PER_GROUP = 10_000
 class Drawer(ModelActor):
     """Maps a batch of style samples to the characters drawn in their styles."""
 
-    def __init__(self, model_path: str, use_gpu: bool, options: GenerateOptions, drawing: Drawing):
+    def __init__(self, model_path: str, use_gpu: bool, options: GenerateOptions, drawing: Drawing, counter=None):
         super().__init__(model_path, use_gpu)
-        self.options, self.drawing = options, drawing
+        self.options, self.drawing, self.counter = options, drawing, counter
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        table = self._draw(batch)
+        if self.counter is not None:  # a `handvae.inference.RowCounter`: the driver's progress
+            self.counter.add.remote(table.num_rows)
+        return table
+
+    def _draw(self, batch: dict[str, np.ndarray]) -> pa.Table:
         o = self.options
         if o.blend:
             return self._blend(batch)
