@@ -49,6 +49,8 @@ def init_ray(extra_cpus: int = 0) -> None:
         return
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):  # Ray colours worker lines' prefixes even into files
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # read by this process when it prints them
     runtime_env = {
         "env_vars": {key: os.environ[key] for key in _QUIET_ENV},
         "worker_process_setup_hook": "handvae.runtime.quiet_worker",

@@ -479,4 +479,6 @@ def test_train_with_its_report_and_generate_print_no_error_line(tmp_path):
     for run in (train, generate):
         output = run.stdout + run.stderr
         assert "ERROR" not in output and " E " not in output and "Traceback" not in output, output
+        assert "\x1b[" not in output, output  # captured, not a terminal: no colour codes
+    assert "(RayTrainWorker pid=" in train.stdout + train.stderr  # the worker's lines, with their prefix
     assert (tmp_path / "runs" / "r" / "report" / "report.md").exists() and (tmp_path / "gen" / "_SUCCESS").exists()
