@@ -115,7 +115,7 @@ _BLEND_STREAM = 0xB1E4D
 
 def blend_uniforms(style_ids: np.ndarray, draws: np.ndarray, seed: int, count: int) -> np.ndarray:
     """(N, count) uniforms in [0, 1) for draw draws[i] of the blend of style sample style_ids[i]
-    (`handvae.generate.driver.blend_draws`: which partners, what shares): a function of (seed, the
+    (`handvae.generate.choices.blend_draws`: which partners, what shares): a function of (seed, the
     sample's key, the draw) alone, whichever other samples are drawn."""
     draw_keys = mix64(np.asarray(draws, np.int64), _BLEND_STREAM)
     base = mix64(np.asarray(style_ids, np.int64).astype(np.uint64) ^ draw_keys, seed)

@@ -160,13 +160,13 @@ def card(manifest: dict, data_dir: str, num_bytes: int) -> str:
     recipe = (
         json.dumps(meta.get("train_config"), indent=2) if "train_config" in meta else '"not recorded in the model file"'
     )
+    counts = f"{manifest['rows']:,} rows from {manifest['styles']:,} style samples"  # each drawn as its own class
     if o["pairing"] == "blend":
         per_char = f"{o['num_styles']:,} of each" if o["num_styles"] else "one for each sample"
         drawn_how = (
             f"{what}, each drawn from the codes of two real samples of that same character blended (a writer who is "
             f"neither; the surer of two blends by the model's classifier), {per_char}, from {manifest['styles']:,} style samples"
         )
-        counts = f"{manifest['rows']:,} rows from {manifest['styles']:,} style samples"
     elif o["pairing"] == "own-class":
         per_char = f"{o['num_styles']:,} drawings of each" if o["num_styles"] else "each sample drawn once"
         detail = " and detail code" if manifest["model_config"]["detail_latent"] else ""
@@ -174,7 +174,6 @@ def card(manifest: dict, data_dir: str, num_bytes: int) -> str:
             f"{what}, each drawn in the handwriting styles of real samples of that same character, {per_char}, "
             f"from {manifest['styles']:,} style samples ({o['samples_per_style']} draw(s) from a style's posterior{detail} per use)"
         )
-        counts = f"{manifest['rows']:,} rows from {manifest['styles']:,} style samples"
     else:
         per_draw = 1 if o["text"] is not None else len(o["chars"])
         drawn_how = (

@@ -139,7 +139,7 @@ def draw_blends(
     model without a detail code) at `drawing.sharpness`. Of the C candidates j (partners (N, C, S, S),
     shares (N, C)), the one the model's own classifier gives labels[i] the highest probability:
     drops blends that no longer read as their class (ghosted strokes). A function of its inputs
-    alone: no noise (generation: `handvae.generate.driver.blend_draws`).
+    alone: no noise (generation: `handvae.generate.choices.blend_draws`).
 
     Measured on the default model (docs/results/experiment-log.md): blends of two writers at shares
     0.3-0.7 lie as far from the training records as a new writer's characters (novelty 1.0x), where
