@@ -10,8 +10,10 @@ character against ~170 real letters) add to real data in a smaller share?
 Each share is N rows of each character, evenly spaced in file order (so from as many style samples
 as N allows), trained with the real training split by `handvae score`'s reference classifier at
 each seed, one process per training (one thread each, as `handvae score` runs them); `--real`
-trains the real split alone too, the baseline, else the gains are left out. A research script: its
-figures are screens for `handvae score`.
+trains the real split alone too, the baseline, else the gains are left out. `--soft-labels W`: the
+generated rows are learnt from the data set's `label_probs` (the model's classifier's probabilities,
+teacher soft labels), weighted W against their labels. A research script: its figures are screens for
+`handvae score`.
 """
 
 import argparse
@@ -22,6 +24,8 @@ import time
 from dataclasses import replace
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from handvae.generate.reports import read_rows
@@ -40,9 +44,9 @@ def spread_per_class(labels: torch.Tensor, per_class: int) -> torch.Tensor:
 
 
 def _train(job):
-    name, seed, images, labels, test = job
+    name, seed, train, test = job
     torch.set_num_threads(1)
-    accuracy = train_and_test((images, labels), test, replace(REFERENCE, seed=seed))
+    accuracy = train_and_test(train, test, replace(REFERENCE, seed=seed))
     return name, seed, class_means(accuracy)
 
 
@@ -54,11 +58,20 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--real", action="store_true", help="also train on the real split alone (the baseline)")
     p.add_argument("--processes", type=int, default=3)
+    p.add_argument(
+        "--soft-labels",
+        type=float,
+        metavar="W",
+        help="learn the generated rows' targets as W x label_probs (the data set folder's teacher soft labels) "
+        "+ (1 - W) x their labels, one-hot",
+    )
     args = p.parse_args()
 
     arrays = np.load(args.arrays)
     real = (torch.from_numpy(arrays["train_images"]), torch.from_numpy(arrays["train_labels"].astype(np.int64)))
     test = (torch.from_numpy(arrays["test_images"]), torch.from_numpy(arrays["test_labels"].astype(np.int64)))
+    if args.soft_labels is not None and args.dataset.endswith(".npz"):
+        p.error("--soft-labels reads a data set folder's label_probs column")
     if args.dataset.endswith(".npz"):  # a candidate of generator_sweep.py --drawn
         drawn = np.load(args.dataset)
         images, labels = torch.from_numpy(drawn["images"]), torch.from_numpy(drawn["labels"].astype(np.int64))
@@ -66,11 +79,19 @@ def main() -> None:
         with open(os.path.join(args.dataset, "manifest.json")) as f:
             files = [os.path.join(args.dataset, name) for name in json.load(f)["files"]]
         images, labels, _ = read_rows(files, 1)
-    jobs = [("real", s, *real, test) for s in args.seeds] if args.real else []
+    if args.soft_labels is not None:  # the generated rows' label_probs; the real rows' labels as one-hot targets
+        tables = [pq.read_table(path, columns=["label_probs"]) for path in files]  # read_rows's order
+        probs = pa.concat_tables(tables).column(0).combine_chunks().flatten()
+        soft = torch.tensor(probs.to_numpy()).view(len(labels), NUM_CLASSES)
+        soft = args.soft_labels * soft + (1 - args.soft_labels) * torch.nn.functional.one_hot(labels, NUM_CLASSES)
+        real = (*real, torch.nn.functional.one_hot(real[1], NUM_CLASSES).float())
+    jobs = [("real", s, real, test) for s in args.seeds] if args.real else []
     for n in args.per_class:
         keep = spread_per_class(labels, n)
         both = (torch.cat([real[0], images[keep]]), torch.cat([real[1], labels[keep]]))
-        jobs += [(f"real+{n}", s, *both, test) for s in args.seeds]
+        if args.soft_labels is not None:
+            both = (*both, torch.cat([real[2], soft[keep]]))
+        jobs += [(f"real+{n}", s, both, test) for s in args.seeds]
     started = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
         results = pool.map(_train, jobs)

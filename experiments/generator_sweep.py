@@ -25,6 +25,13 @@ that class (what `handvae generate --split train --num-styles 2000` draws):
 - delta-L: A's codes plus L x (codes of C - codes of D), C and D two samples of A's class
   (the intra-class differences of Delta-encoder, Schwartz et al. 2018);
 - prior: z drawn from N(class mean, I), decoded by the style decoder (a CVAE's sampling);
+- gauss-L: codes (z, d) drawn from a Gaussian per class fitted to its samples' codes, its
+  covariance shrunk a share L towards the within-class covariance pooled over the 36 classes (the
+  digits' 6,000 writers of each teach the letters how writers vary, as DAGAN's shared generator
+  does); decoded by the detail decoder (a two-stage VAE's learned prior, Dai & Wipf 2019);
+- flow-T: a class-conditional flow-matching model of the codes (an MLP trained on every class's
+  codes, class-balanced), its ODE run from noise level T to 0: T=1 samples the learned prior,
+  T<1 regenerates the style sample's code noised to T (SDEdit / "real guidance" in code space);
 any of them with "+sure": for interp and mix, the surer of two blends by the VAE's own classifier
 (the product's rule); for the others, drawn 1.5x over, keeping each class's draws the classifier
 gives their class with the highest probability (dropping draws no class claims confidently).
@@ -147,7 +154,17 @@ def decode_codes(model: VAE, code: torch.Tensor, labels: torch.Tensor, sharpness
 
 @torch.no_grad()
 def draw(
-    model: VAE, strategy: str, sure: bool, images, labels, all_codes, neighbours, styles, generator, drawing: Drawing
+    model: VAE,
+    strategy: str,
+    sure: bool,
+    images,
+    labels,
+    all_codes,
+    neighbours,
+    flows,
+    styles,
+    generator,
+    drawing: Drawing,
 ):
     """uint8 images (len(styles), 28, 28) drawn by `strategy` in the styles of training samples `styles`."""
     device = images.device
@@ -203,13 +220,95 @@ def draw(
             ]
         ).to(device)
     code_a = all_codes[styles]
-    if kind == "delta":
+    if kind == "gauss":
+        code = sample_class_gaussians(all_codes, labels, y, float(value), generator)
+    elif kind == "flow":
+        code = flows().sample(y, float(value), code_a, generator)
+    elif kind == "delta":
         scale = float(value)
         c, d = (random_same_class(labels, y, generator) for _ in range(2))
         code = code_a + scale * (all_codes[c] - all_codes[d])
     else:
         raise ValueError(strategy)
     return decode_codes(model, code, y, drawing.detail_sharpness)
+
+
+def sample_class_gaussians(all_codes, labels, wanted, shrink: float, generator) -> torch.Tensor:
+    """One code per entry of `wanted` from N(mean of its class, (1 - shrink) S_c + shrink S_pooled)."""
+    dim = all_codes.shape[1]
+    covariances, means = [], []
+    for c in range(NUM_CLASSES):
+        members = all_codes[labels == c].double()
+        means.append(members.mean(0))
+        covariances.append(torch.cov(members.T))
+    pooled = torch.stack(covariances).mean(0)
+    out = torch.empty(len(wanted), dim, device=all_codes.device)
+    noise = torch.randn(len(wanted), dim, generator=generator, dtype=torch.float64).to(all_codes.device)
+    for c in wanted.unique().tolist():
+        at = torch.nonzero(wanted == c).flatten()
+        covariance = (1 - shrink) * covariances[c] + shrink * pooled
+        factor = torch.linalg.cholesky(covariance + 1e-6 * torch.eye(dim, dtype=torch.float64, device=pooled.device))
+        out[at] = (means[c] + noise[at] @ factor.T).float()
+    return out
+
+
+class CodeFlow(torch.nn.Module):
+    """Class-conditional flow matching on standardised codes: x_t = (1 - t) x_0 + t e, v = e - x_0."""
+
+    def __init__(self, dim: int, hidden: int = 512):
+        super().__init__()
+        self.label = torch.nn.Embedding(NUM_CLASSES, 64)
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(dim + 64 + 32, hidden),
+            torch.nn.SiLU(),
+            torch.nn.Linear(hidden, hidden),
+            torch.nn.SiLU(),
+            torch.nn.Linear(hidden, hidden),
+            torch.nn.SiLU(),
+            torch.nn.Linear(hidden, dim),
+        )
+        self.register_buffer("frequencies", torch.exp(torch.linspace(0, 6, 16)))
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def velocity(self, x, t, y):
+        angle = t[:, None] * self.frequencies
+        return self.net(torch.cat([x, self.label(y), angle.sin(), angle.cos()], dim=1))
+
+    @classmethod
+    @torch.enable_grad()  # called while drawing, under no_grad
+    def fit(cls, all_codes, labels, steps: int, log, batch: int = 1024, seed: int = 0) -> "CodeFlow":
+        torch.manual_seed(seed)
+        flow = cls(all_codes.shape[1]).to(all_codes.device)
+        flow.mean.copy_(all_codes.mean(0))
+        flow.std.copy_(all_codes.std(0).clamp_min(1e-4))
+        x = (all_codes - flow.mean) / flow.std
+        weights = (1.0 / torch.bincount(labels, minlength=NUM_CLASSES).float())[labels]  # class-balanced
+        optimizer = torch.optim.AdamW(flow.parameters(), lr=1e-3, weight_decay=1e-4)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+        for step in range(steps):
+            pick = torch.multinomial(weights, batch, replacement=True)
+            x0, y = x[pick], labels[pick]
+            t = torch.rand(batch, device=x.device)
+            e = torch.randn_like(x0)
+            loss = (flow.velocity((1 - t[:, None]) * x0 + t[:, None] * e, t, y) - (e - x0)).pow(2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if step % 1000 == 999:
+                log(f"  code flow step {step + 1}: loss {loss.item():.4f}")
+        return flow.eval()
+
+    @torch.no_grad()
+    def sample(self, y, level: float, start, generator, steps: int = 40) -> torch.Tensor:
+        """Codes of classes y: from noise (level 1) or from `start` noised to `level`, by Euler steps."""
+        e = torch.randn(start.shape, generator=generator).to(start.device)
+        x = (1 - level) * (start - self.mean) / self.std + level * e
+        times = torch.linspace(level, 0, max(2, round(steps * level)) + 1, device=start.device)
+        for t, after in zip(times[:-1], times[1:]):
+            x = x + (after - t) * self.velocity(x, t.expand(len(x)), y)
+        return x * self.std + self.mean
 
 
 def random_same_class(labels: torch.Tensor, wanted: torch.Tensor, generator) -> torch.Tensor:
@@ -262,6 +361,9 @@ def sweep(args) -> None:
     for recipe, model, drawing in models(args, images, labels, device, log):
         all_codes = codes(model, images)
         neighbours = functools.cache(lambda k, all_codes=all_codes: nearest_codes(all_codes, labels, k))
+        flows = functools.cache(
+            lambda all_codes=all_codes: CodeFlow.fit(all_codes, labels, 300 if args.quick else args.flow_steps, log)
+        )
         for candidate in args.candidates:
             name = f"{recipe}/{candidate}"
             strategy, variant = candidate.split("/")
@@ -271,7 +373,9 @@ def sweep(args) -> None:
             blend = strategy.startswith(("interp", "mix"))  # "+sure": the surer of two blends, as the product draws
             filtered = sure and not blend
             styles = style_indices(labels.cpu(), 2, int(per_class * (1.5 if filtered else 1))).to(device)
-            drawn = draw(model, strategy, sure, images, labels, all_codes, neighbours, styles, generator, drawn_as)
+            drawn = draw(
+                model, strategy, sure, images, labels, all_codes, neighbours, flows, styles, generator, drawn_as
+            )
             if filtered:  # each class's most confidently recognised draws
                 p = confidence(model, drawn, labels[styles])
                 keep = torch.cat(
@@ -381,6 +485,7 @@ def main() -> None:
     s.add_argument("--novelty-gate", type=float, default=0.0, help="score only candidates this new (both parts)")
     s.add_argument("--samples", help="also save every 1/720 of each candidate's drawings here (.npz)")
     s.add_argument("--drawn", help="also save each candidate's whole drawn set here (NAME.npz)")
+    s.add_argument("--flow-steps", type=int, default=6000, help="training steps of the flow-T candidates' model")
     s.add_argument("--quick", action="store_true")
     a = p.parse_args()
     export(a) if a.command == "export" else sweep(a)

@@ -1,5 +1,6 @@
 """The Classification Accuracy Score on data sets whose answer is known: real data scored as if it
-were generated scores 1.0x of real; labels shuffled score near chance; the summary by hand."""
+were generated scores 1.0x of real; labels shuffled score near chance; soft targets are learnt; the
+summary by hand."""
 
 import pytest
 import torch
@@ -41,6 +42,17 @@ def test_shuffled_labels_score_near_chance(data):
     accuracy = train_and_test((images, shuffled), data["test"], BUDGET)
     assert set(accuracy) == set(CHARSET)
     assert sum(accuracy.values()) / NUM_CLASSES < 0.15  # chance is 1/36
+
+
+def test_soft_targets_are_learnt_instead_of_the_labels(data):
+    images, labels = data["train"]
+    moved = (labels + 1) % NUM_CLASSES  # every class's probability all on the next class
+    targets = torch.nn.functional.one_hot(moved, NUM_CLASSES).float()
+    accuracy = train_and_test((images, labels, targets), data["test"], BUDGET)
+    assert sum(accuracy.values()) / NUM_CLASSES < 0.05  # it predicts the targets' classes, not the labels'
+    test_images, test_labels = data["test"]
+    following = train_and_test((images, labels, targets), (test_images, (test_labels + 1) % NUM_CLASSES), BUDGET)
+    assert sum(following.values()) / NUM_CLASSES > 0.9
 
 
 def test_training_sets_concatenate_real_and_generated():

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
 import pytest
+import torch
 from PIL import Image
 from test_images import handwritten_l
 from typer.testing import CliRunner
@@ -17,10 +18,12 @@ from typer.testing import CliRunner
 from handvae.cli import app
 from handvae.data.sources import DataSources, read_split
 from handvae.errors import ConfigError, DataError, OutputError
+from handvae.formats.model_file import load_model_and_metadata
 from handvae.generate.choices import blend_draws, own_class_draws
 from handvae.generate.driver import GenerateOptions, run_generation
 from handvae.generate.reports import read_rows
 from handvae.labels import CHARSET
+from handvae.model.vae import model_inputs
 
 from conftest import make_letters, make_mnist_root, save_tiny_model, write_kaggle_csv
 
@@ -29,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 SMALL_FILES = GenerateOptions(
     pairing="every-style", num_styles=5, samples_per_style=2, num_workers=1, styles_per_batch=2, rows_per_file=288
 )
-COLUMNS = ["style_id", "source", "row", "sample", "char", "label", "pixels", "image"]
+COLUMNS = ["style_id", "source", "row", "sample", "char", "label", "label_probs", "pixels", "image"]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +71,20 @@ def parquet_files(out) -> dict[str, bytes]:
     return {name.rsplit("/", 1)[1]: (out / name).read_bytes() for name in manifest["files"]}
 
 
-def test_every_style_gets_the_full_alphabet_in_one_schema(alphabets):
+def assert_teacher_probabilities(frame: pd.DataFrame, model_path: str) -> None:
+    """`label_probs` is the model's classifier's softmax of each row's own image."""
+    model, _ = load_model_and_metadata(model_path)
+    images = torch.from_numpy(np.stack([np.frombuffer(b, np.uint8).reshape(28, 28) for b in frame["pixels"]]))
+    x, _ = model_inputs(images, torch.zeros(len(images), dtype=torch.long))
+    with torch.no_grad():
+        expected = model.encode(x)[2].softmax(dim=1).numpy()
+    probs = np.stack(frame["label_probs"].to_numpy())
+    assert probs.dtype == np.float32 and probs.shape == (len(frame), 36)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(probs, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_every_style_gets_the_full_alphabet_in_one_schema(alphabets, model_path):
     out, manifest = alphabets
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "_SUCCESS", "data", "manifest.json", "sheet.png"]
     assert manifest["format"] == "handvae.generated" and manifest["owner"] == "handvae"
@@ -80,8 +96,10 @@ def test_every_style_gets_the_full_alphabet_in_one_schema(alphabets):
     assert (
         str(table.schema.field("pixels").type) == "fixed_size_binary[784]"
         and str(table.schema.field("image").type) == "struct<bytes: binary, path: string>"
+        and str(table.schema.field("label_probs").type).endswith(": float>[36]")  # a fixed-size list
     )
     frame = table.to_pandas()
+    assert_teacher_probabilities(frame, model_path)
     assert frame.groupby(["style_id", "sample"]).size().tolist() == [36] * 10
     assert (frame["label"] == frame["char"].map(CHARSET.index)).all()
     assert (
@@ -127,7 +145,7 @@ def test_the_tools_people_use_read_the_same_rows(alphabets, tmp_path, monkeypatc
         "ray": ray.data.read_parquet(data_dir(out)).to_pandas(),
         "duckdb": duckdb.sql(f"SELECT * FROM '{data_dir(out)}/*.parquet'").df(),
         "polars": pl.read_parquet(f"{data_dir(out)}/*.parquet").to_pandas(),
-        "datasets": hub.select_columns(["style_id", "sample", "label", "char", "pixels"]).to_pandas(),
+        "datasets": hub.select_columns(["style_id", "sample", "label", "char", "label_probs", "pixels"]).to_pandas(),
     }
     for name, frame in readers.items():
         frame = frame.sort_values(["style_id", "sample", "label"]).reset_index(drop=True)
@@ -135,6 +153,10 @@ def test_the_tools_people_use_read_the_same_rows(alphabets, tmp_path, monkeypatc
         for column in ("style_id", "sample", "label", "char"):
             assert frame[column].astype(expected[column].dtype).equals(expected[column]), (name, column)
         assert [bytes(b) for b in frame["pixels"]] == list(expected["pixels"]), name
+        if "label_probs" in frame:
+            probs = np.stack([np.asarray(p, np.float32) for p in frame["label_probs"]])
+            assert np.array_equal(probs, np.stack(expected["label_probs"].to_numpy())), name
+    assert hub.features["label_probs"] == datasets.List(datasets.Value("float32"), length=36)
     card = (out / "README.md").read_text()
     assert f"path: {manifest['data_dir']}/train-*.parquet" in card and "seed 0" in card
     assert "CC BY-SA 3.0" in card and "Sachin Patel" in card and "NIST Special Database 19" in card
@@ -243,6 +265,7 @@ def test_blends_are_drawn_as_their_class_the_same_whatever_the_actors(sources, m
     assert all(real_label[(s, r)] == label for s, r, label in zip(frame["source"], frame["row"], frame["label"]))
     assert manifest["styles"] == frame["style_id"].nunique() and "novelty" in manifest
     assert "two real samples of that same character blended" in (tmp_path / "blend" / "README.md").read_text()
+    assert_teacher_probabilities(frame, model_path)
     run_generation(model_path, sources, str(tmp_path / "again"), replace(options, num_workers=2))
     assert parquet_files(tmp_path / "blend") == parquet_files(tmp_path / "again")  # names and bytes
     redraws = run_generation(model_path, sources, str(tmp_path / "redraws"), replace(options, pairing="own-class"))
@@ -281,6 +304,7 @@ def test_text_lines_and_style_images(model_path, tmp_path):
     )
     assert sorted(frame["source"]) == sorted(paths) and set(frame["row"]) == {0}
     assert "novelty" not in manifest  # no training records to be near
+    assert frame["label_probs"].isna().all()  # a line has no one class
     line = np.frombuffer(frame["pixels"][0], np.uint8).reshape(28, 4 * 28)
     assert line[:, 56:84].max() == 0 and line[:, :56].max() > 0  # the space stays blank
     assert np.asarray(Image.open(io.BytesIO(frame["image"][0]["bytes"]))).shape == (28, 112)

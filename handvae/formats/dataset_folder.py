@@ -33,7 +33,7 @@ PACKED_IMAGE = pa.binary(IMAGE_PIXELS)
 IMAGE_COLUMNS = ("pixels", "image")  # in order of preference
 
 
-# Each column's Hugging Face feature: a Value's dtype, or "class_label" / "image".
+# Each column's Hugging Face feature: a Value's dtype, or "class_label" / "class_probs" / "image".
 FEATURES = {
     "style_id": "int64",
     "source": "string",
@@ -41,9 +41,12 @@ FEATURES = {
     "sample": "int16",
     "char": "string",
     "label": "class_label",
+    "label_probs": "class_probs",
     "pixels": "binary",
     "image": "image",
 }
+CLASS_PROBS = pa.list_(pa.float32(), len(CHARSET))
+"""`label_probs`: a probability for each class 0-35 (null for a line of text)."""
 
 
 def schema_features() -> dict:
@@ -52,6 +55,8 @@ def schema_features() -> dict:
     def feature(kind: str) -> dict:
         if kind == "class_label":
             return {"names": list(CHARSET), "_type": "ClassLabel"}
+        if kind == "class_probs":
+            return {"feature": {"dtype": "float32", "_type": "Value"}, "length": len(CHARSET), "_type": "List"}
         return {"_type": "Image"} if kind == "image" else {"dtype": kind, "_type": "Value"}
 
     return {name: feature(kind) for name, kind in FEATURES.items()}
@@ -60,10 +65,12 @@ def schema_features() -> dict:
 def card_features() -> list[dict]:
     """The features as a data set card's YAML declares them."""
 
-    def dtype(kind: str):
-        return {"class_label": {"names": {str(i): c for i, c in enumerate(CHARSET)}}} if kind == "class_label" else kind
+    def declared(kind: str) -> dict:
+        if kind == "class_label":
+            return {"dtype": {"class_label": {"names": {str(i): c for i, c in enumerate(CHARSET)}}}}
+        return {"list": "float32", "length": len(CHARSET)} if kind == "class_probs" else {"dtype": kind}
 
-    return [{"name": name, "dtype": dtype(kind)} for name, kind in FEATURES.items()]
+    return [{"name": name, **declared(kind)} for name, kind in FEATURES.items()]
 
 
 SCHEMA_METADATA = {b"huggingface": json.dumps({"info": {"features": schema_features()}}).encode()}

@@ -32,6 +32,8 @@ One row per generated character (or per line with --text):
     sample     int16   which draw from the style's posterior (0, 1, ...)
     char       string  the character (--text: the whole line)
     label      int16   its class 0-35 (--text: -1); a ClassLabel 0-9, A-Z for `datasets`
+    label_probs  fixed_size_list<float32>[36]  the model's classifier's probabilities of the classes
+                       for this image: teacher soft labels (--text: null)
     pixels     fixed_size_binary  the image, row-major uint8, white ink on black: 28x28 (--text: 28 x 28*len)
     image      struct<bytes, path>  the same image as PNG: Hugging Face's Image feature
 Both image columns, because they serve two readers: `pixels` is numpy's (np.frombuffer(...)

@@ -197,6 +197,7 @@ The same model, inputs and seed give the same files.
 |---|---|---|
 | `image` | Image (PNG) | the generated character (or line), white ink on black, 28 px high |
 | `label` | ClassLabel `0`-`9`, `A`-`Z` | its class 0-35 (-1 for a line of text) |
+| `label_probs` | list of 36 float32 | the model's classifier's probability of each class 0-35 for this image: soft labels to train with, or to drop draws no class claims confidently (null for a line of text) |
 | `char` | string | the character (or the line) |
 | `pixels` | binary | the same image as raw uint8 bytes, row-major: `np.frombuffer(b, np.uint8).reshape(28, -1)` |
 | `style_id`, `source`, `row` | int64, string, int64 | the style sample: its key, file and row (CSV line / IDX record) |

@@ -15,11 +15,11 @@ from handvae.data.images import encode_pngs
 from handvae.data.records import IMAGE_SIDE
 from handvae.data.sources import BadOutputError
 from handvae.errors import resource_error
-from handvae.formats.dataset_folder import RUN_FILE, SCHEMA_METADATA, fixed_size_binary, unpack_images
+from handvae.formats.dataset_folder import CLASS_PROBS, RUN_FILE, SCHEMA_METADATA, fixed_size_binary, unpack_images
 from handvae.generate.options import GenerateOptions
 from handvae.inference import ModelActor
 from handvae.labels import CHARSET
-from handvae.model.drawing import Drawing, draw_blends, draw_in_styles
+from handvae.model.drawing import Drawing, class_probabilities, draw_blends, draw_in_styles
 
 ROWS_PER_GROUP = 10_000
 
@@ -33,9 +33,19 @@ class Drawer(ModelActor):
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         table = self._draw(batch)
+        table = table.add_column(table.schema.get_field_index("label") + 1, "label_probs", self._label_probs(table))
         if self.counter is not None:  # a `handvae.inference.RowCounter`: the driver's progress
             self.counter.add.remote(table.num_rows)
         return table
+
+    def _label_probs(self, table: pa.Table) -> pa.Array:
+        """The model's classifier's probabilities of each class for each drawn character: soft
+        labels for users' training, and a way to drop draws no class claims confidently."""
+        if self.options.text is not None:  # a line has no one class
+            return pa.nulls(table.num_rows, CLASS_PROBS)
+        images = torch.from_numpy(np.array(unpack_images(table.column("pixels"))))
+        probs = class_probabilities(self.model, images).cpu().numpy()
+        return pa.FixedSizeListArray.from_arrays(pa.array(probs.ravel()), type=CLASS_PROBS)
 
     def _draw(self, batch: dict[str, np.ndarray]) -> pa.Table:
         o = self.options

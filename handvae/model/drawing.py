@@ -159,9 +159,17 @@ def draw_blends(
         else model.decode(codes, class_input)
     )
     drawn = logits.mul(drawing.sharpness).sigmoid().mul(255).round().to(torch.uint8).squeeze(1)
-    x, _ = model_inputs(drawn, wanted)
-    sure = model.encode(x)[2].softmax(dim=1).gather(1, wanted[:, None]).view(count, candidates)
+    sure = class_probabilities(model, drawn).gather(1, wanted[:, None]).view(count, candidates)
     return drawn.view(count, candidates, *drawn.shape[1:])[torch.arange(count, device=device), sure.argmax(dim=1)].cpu()
+
+
+@torch.no_grad()
+def class_probabilities(model: VAE, images: torch.Tensor) -> torch.Tensor:
+    """(N, num_classes) float32 on the model's device: its classifier's probability of each class
+    for the uint8 images (N, S, S). A generated data set's `label_probs` (teacher soft labels)."""
+    device = next(model.parameters()).device
+    x, _ = model_inputs(images.to(device), torch.zeros(len(images), dtype=torch.long, device=device))
+    return model.encode(x)[2].softmax(dim=1).float()
 
 
 def _posterior_means(model: VAE, images: torch.Tensor) -> torch.Tensor:

@@ -101,16 +101,20 @@ def train_judge(
     config: JudgeTraining = JudgeTraining(),
     log=print,
     device: torch.device | str = "cpu",
+    targets: torch.Tensor | None = None,
 ) -> Judge:
     """Trains on uint8 images (N, 28, 28) with class-balanced sampling: each epoch draws N images
     (or `images_per_epoch`), every class present equally likely, so the scarce letters count as
-    much as the digits. On `device`; the sampling stays on the CPU, so the draws are the same on any."""
+    much as the digits. On `device`; the sampling stays on the CPU, so the draws are the same on any.
+    `targets` (N, NUM_CLASSES): class probabilities to learn instead of the labels (soft labels, as a
+    generated data set's `label_probs`); the labels still set the sampling."""
     generator = judge_generator(config.seed)
     judge = Judge().to(device)
     optimizer = torch.optim.Adam(judge.parameters(), lr=config.learning_rate)
     counts = torch.bincount(labels.cpu(), minlength=NUM_CLASSES).float()
     weights = (1.0 / counts.clamp_min(1))[labels.cpu()]
     x_all, labels = images.to(device).float(), labels.to(device)
+    learnt = labels if targets is None else targets.to(device=device, dtype=torch.float32)
     for epoch in range(1, config.epochs + 1):
         judge.train()
         order = torch.multinomial(
@@ -120,7 +124,7 @@ def train_judge(
         for start in range(0, len(order), config.batch_size):
             index = order[start : start + config.batch_size]
             logits = judge(_augment(x_all[index].unsqueeze(1), config, generator))
-            loss = F.cross_entropy(logits, labels[index])
+            loss = F.cross_entropy(logits, learnt[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

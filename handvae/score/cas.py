@@ -52,13 +52,16 @@ def training_sets(
 
 
 def train_and_test(
-    train: tuple[torch.Tensor, torch.Tensor],
+    train: tuple[torch.Tensor, ...],
     test: tuple[torch.Tensor, torch.Tensor],
     training: JudgeTraining = REFERENCE,
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
-    """Trains the reference classifier on `train` (on `device`) and returns its accuracy on `test` per character."""
-    classifier = train_judge(train[0], train[1].long(), training, log=lambda line: None, device=device)
+    """Trains the reference classifier on `train` (on `device`) and returns its accuracy on `test` per
+    character. `train`: images and labels, and optionally soft targets (`train_judge`'s `targets`;
+    the score itself learns hard labels, so that its figures compare across versions)."""
+    targets = train[2] if len(train) > 2 else None
+    classifier = train_judge(train[0], train[1].long(), training, log=lambda line: None, device=device, targets=targets)
     accuracy = per_class_accuracy(judge_predictions(classifier, test[0]), test[1].long())
     return {CHARSET[c]: value for c, value in sorted(accuracy.items())}
 
