@@ -12,9 +12,10 @@ In this one run:
   driver process's own, against the whole job's (the driver, Ray's gcs and raylet, the workers and
   actors). Target: the driver <= 5% of the job.
 - the plain loop: the model's decode over in-memory latents and one-hot labels, the same batch
-  (styles_per_batch x 36 images), then the same PNG encoder, in this process with one model thread
-  (one actor's). Its rate is the best of 3 passes over up to 200,000 images. Target: job (1 actor)
-  / plain >= 0.9.
+  (styles_per_batch x 36 images), the classifier over the drawn images (the `label_probs` column),
+  then the same PNG encoder, in this process with one model thread (one actor's). Its rate is the
+  best of 3 passes over up to 200,000 images. Target: job (1 actor) / plain >= 0.9.
+- the job with 1 actor again, `--no-label-probs`: what the `label_probs` column costs.
 - reading the first file back: decoding its `pixels` column with numpy against decoding its PNGs
   with PIL, and the two columns' compressed sizes in the file.
 The job's rate includes its start (Ray's worker processes importing torch, reading the styles,
@@ -39,6 +40,7 @@ from handvae.data.sources import DataSources
 from handvae.formats.model_file import save_model
 from handvae.generate.driver import GenerateOptions, run_generation
 from handvae.labels import NUM_CLASSES
+from handvae.model.drawing import class_probabilities
 from handvae.model.vae import VAE
 from handvae.runtime import init_ray
 
@@ -112,7 +114,8 @@ def run_job(model_path: str, sources: DataSources, out: str, options: GenerateOp
 
 
 def plain_per_second(model: VAE, images: int, batch: int, repeats: int = 3) -> float:
-    """Decode + PNG encode, one model thread, this process."""
+    """The job's work per character in this process, one model thread: decode, the classifier's
+    probabilities of the drawn images (`label_probs`), PNG encode."""
     images = min(images, 200_000)
     torch.set_num_threads(1)
     z = torch.randn(batch, model.config.num_latent)
@@ -122,8 +125,9 @@ def plain_per_second(model: VAE, images: int, batch: int, repeats: int = 3) -> f
         for _ in range(repeats):
             started = time.perf_counter()
             for _ in range(0, images, batch):
-                pixels = model.decode(z, one_hot).sigmoid().mul(255).round().to(torch.uint8).squeeze(1).numpy()
-                encode_pngs(pixels)
+                pixels = model.decode(z, one_hot).sigmoid().mul(255).round().to(torch.uint8).squeeze(1)
+                class_probabilities(model, pixels).numpy()
+                encode_pngs(pixels.numpy())
             rates.append(-(-images // batch) * batch / (time.perf_counter() - started))
     return max(rates)
 
@@ -192,11 +196,17 @@ def main(
                 flush=True,
             )
         figures["decode"] = decode_costs(next(iter(figures["jobs"].values()))["first_file"])
+        bare = GenerateOptions(
+            split=split, pairing="every-style", num_styles=num_styles, num_workers=workers[0], label_probs=False
+        )
+        figures["without_label_probs"] = run_job(model_path, sources, f"{tmp}/out-bare", bare)
     first = figures["jobs"][workers[0]]
     batch = GenerateOptions().styles_per_batch * NUM_CLASSES
     figures["plain_per_second"] = plain_per_second(VAE().eval(), first["rows"], batch)
     figures["ratio"] = first["per_second"] / figures["plain_per_second"]
-    print(f"plain decode + PNG encode, 1 thread, in-memory latents: {figures['plain_per_second']:,.0f} chars/s")
+    print(
+        f"plain decode + classifier + PNG encode, 1 thread, in-memory latents: {figures['plain_per_second']:,.0f} chars/s"
+    )
     print(
         f"ratio job ({workers[0]} actor) / plain: {figures['ratio']:.2f} (target >= 0.90: {'MET' if figures['ratio'] >= 0.9 else 'MISSED'})"
     )
@@ -207,6 +217,10 @@ def main(
             + ", ".join(f"{count}: {rate:,.0f}/s" for count, rate in zip(workers, rates))
             + f" ({rates[-1] / rates[0]:.2f}x)"
         )
+    with_probs, bare = figures["jobs"][workers[0]]["per_second"], figures["without_label_probs"]["per_second"]
+    print(
+        f"job, {workers[0]} actor(s), --no-label-probs: {bare:,.0f} chars/s; with label_probs {with_probs / bare:.2f}x of that"
+    )
     d = figures["decode"]
     print(
         f"reading {d['images']:,} images of one file: numpy from `pixels` {d['numpy_s_per_image'] * 1e9:,.0f} ns/image, PIL from "

@@ -215,7 +215,7 @@ def draw(
                     y[s : s + step],
                     t[s : s + step],
                     drawing,
-                )
+                )[0]
                 for s in range(0, count, step)
             ]
         ).to(device)

@@ -267,6 +267,14 @@ def generate(
             help="--sharpness of own-class drawings by a model's detail decoder (default: the model's recipe).",
         ),
     ] = None,
+    label_probs: Annotated[
+        bool,
+        typer.Option(
+            "--label-probs/--no-label-probs",
+            help="Each character's class probabilities by the model's classifier (label_probs); "
+            "--no-label-probs leaves the column null and draws faster.",
+        ),
+    ] = True,
     num_workers: ActorCount = None,
     use_gpu: ActorGpu = False,
     rows_per_file: Annotated[
@@ -296,6 +304,7 @@ def generate(
         sharpness=sharpness,
         class_shift=class_shift,
         detail_sharpness=detail_sharpness,
+        label_probs=label_probs,
         num_workers=num_workers,
         use_gpu=use_gpu,
         rows_per_file=rows_per_file,

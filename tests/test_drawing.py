@@ -2,7 +2,7 @@
 
 import torch
 
-from handvae.model.drawing import Drawing, draw_blends, draw_in_styles
+from handvae.model.drawing import Drawing, class_probabilities, draw_blends, draw_in_styles
 from handvae.model.vae import VAE, VAEConfig, model_inputs, one_hot_logits
 from handvae.rng import seeded_normal
 
@@ -52,7 +52,7 @@ def test_blends_decode_the_codes_between_two_samples_and_keep_the_surer_candidat
     with torch.no_grad():
         own, second = decoded(images), decoded(partners[:, 1])
     same = torch.zeros(3, 2)  # share 0: each candidate is the sample's own codes
-    assert torch.equal(draw_blends(model, images, partners, labels, same, drawing), own)
+    assert torch.equal(draw_blends(model, images, partners, labels, same, drawing)[0], own)
     # Candidate 0 the sample itself, candidate 1 all the way to the second partner: the classifier picks.
     shares = torch.tensor([[0.0, 1.0]] * 3)
     with torch.no_grad():
@@ -60,6 +60,8 @@ def test_blends_decode_the_codes_between_two_samples_and_keep_the_surer_candidat
             [model.encode(model_inputs(x, labels)[0])[2].softmax(1)[torch.arange(3), labels] for x in (own, second)], 1
         )
     expected = torch.where((sure[:, 1] > sure[:, 0])[:, None, None], second, own)
-    assert torch.equal(draw_blends(model, images, partners, labels, shares, drawing), expected)
-    half = draw_blends(model, images, partners[:, :1], labels, torch.full((3, 1), 0.5), drawing)
+    drawn, probs = draw_blends(model, images, partners, labels, shares, drawing)
+    assert torch.equal(drawn, expected)
+    torch.testing.assert_close(probs, class_probabilities(model, expected))  # the chosen ones' probabilities
+    half, _ = draw_blends(model, images, partners[:, :1], labels, torch.full((3, 1), 0.5), drawing)
     assert not torch.equal(half, own) and not torch.equal(half, decoded(partners[:, 0]))  # between the two

@@ -386,10 +386,12 @@ def test_cli_generates_and_exits_2_on_an_unsupported_character(sources, model_pa
             "XY",
             "--pairing",
             "every-style",
+            "--no-label-probs",
         ],
     )
     assert ok.exit_code == 0, ok.output
     assert "wrote 4 images in 2 styles" in ok.output
+    assert read(tmp_path / "g")["label_probs"].isna().all()  # left out: the column is there, null
     assert ok.output.count("(100%)") == 1 and "generated 4/4 (100%)" in ok.output  # one final progress line
     bad = runner.invoke(app, ["generate", "--model", model_path, "--out", str(tmp_path / "h"), "--text", "hello"])
     assert bad.exit_code == 2 and "'h' at position 1 is not supported" in bad.output

@@ -46,6 +46,10 @@ class GenerateOptions:
     """Shift styles between classes' mean latents (see `Drawing`); None: as the model's recipe draws."""
     detail_sharpness: float | None = None
     """`sharpness` of the detail decoder's own-class drawings (see `Drawing`); None: as the model's recipe draws."""
+    label_probs: bool = True
+    """Give each drawn character its `label_probs`, the model's classifier's probabilities of the 36
+    classes (teacher soft labels): one more pass of the encoder per character, which every-style
+    drawing runs at 0.63x the speed for (docs/results/benchmarks.md); False leaves the column null."""
     num_workers: int | None = None
     """Model actors; by default one per CPU but one (one per GPU with use_gpu)."""
     use_gpu: bool = False

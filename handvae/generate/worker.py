@@ -32,27 +32,30 @@ class Drawer(ModelActor):
         self.options, self.drawing, self.counter = options, drawing, counter
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        table = self._draw(batch)
-        table = table.add_column(table.schema.get_field_index("label") + 1, "label_probs", self._label_probs(table))
+        table, probs = self._draw(batch)
+        column = self._label_probs(table, probs)
+        table = table.add_column(table.schema.get_field_index("label") + 1, "label_probs", column)
         if self.counter is not None:  # a `handvae.inference.RowCounter`: the driver's progress
             self.counter.add.remote(table.num_rows)
         return table
 
-    def _label_probs(self, table: pa.Table) -> pa.Array:
-        """The model's classifier's probabilities of each class for each drawn character: soft
-        labels for users' training, and a way to drop draws no class claims confidently."""
-        if self.options.text is not None:  # a line has no one class
+    def _label_probs(self, table: pa.Table, probs: torch.Tensor | None) -> pa.Array:
+        """The model's classifier's probabilities of each class for each drawn character (soft labels
+        for users' training), computed here unless drawing did; null for a line of text (no one class)
+        or where the options leave them out."""
+        if self.options.text is not None or not self.options.label_probs:
             return pa.nulls(table.num_rows, CLASS_PROBS)
-        images = torch.from_numpy(np.array(unpack_images(table.column("pixels"))))
-        probs = class_probabilities(self.model, images).cpu().numpy()
-        return pa.FixedSizeListArray.from_arrays(pa.array(probs.ravel()), type=CLASS_PROBS)
+        if probs is None:
+            probs = class_probabilities(self.model, torch.from_numpy(np.array(unpack_images(table.column("pixels")))))
+        return pa.FixedSizeListArray.from_arrays(pa.array(probs.cpu().numpy().ravel()), type=CLASS_PROBS)
 
-    def _draw(self, batch: dict[str, np.ndarray]) -> pa.Table:
+    def _draw(self, batch: dict[str, np.ndarray]) -> tuple[pa.Table, torch.Tensor | None]:
+        """The rows drawn, and their `label_probs` where drawing computed them already (blends)."""
         o = self.options
         if o.blend:
             return self._blend(batch)
         if o.own_class:
-            return self._own_class(batch)
+            return self._own_class(batch), None
         count, draws = len(batch["style_id"]), o.samples_per_style
         keys = [(o.seed, int(k)) for k in batch["style_id"]]
         drawn = draw_in_styles(
@@ -83,7 +86,7 @@ class Drawer(ModelActor):
                 "label": labels_out,
                 "pixels": fixed_size_binary(np.stack(pictures)),
             }
-        )
+        ), None
 
     def _own_class(self, batch: dict[str, np.ndarray]) -> pa.Table:
         """Each style sample drawn as its own character, `draws` times (one model call per
@@ -110,10 +113,10 @@ class Drawer(ModelActor):
         samples = np.concatenate([np.arange(n) for n in draws])
         return _own_class_rows(batch, draws, samples, labels, np.concatenate(pictures))
 
-    def _blend(self, batch: dict[str, np.ndarray]) -> pa.Table:
+    def _blend(self, batch: dict[str, np.ndarray]) -> tuple[pa.Table, torch.Tensor]:
         """One blend per row (`handvae.generate.driver._blends`), rows in the batch's order."""
         labels = batch["label"].astype(np.int64)
-        drawn = draw_blends(
+        drawn, probs = draw_blends(
             self.model,
             torch.tensor(batch["image"]),
             torch.tensor(batch["partners"]),
@@ -121,7 +124,7 @@ class Drawer(ModelActor):
             torch.tensor(batch["shares"]),
             self.drawing,
         )
-        return _own_class_rows(batch, 1, batch["sample"], labels, drawn.numpy())
+        return _own_class_rows(batch, 1, batch["sample"], labels, drawn.numpy()), probs
 
 
 def _own_class_rows(

@@ -132,10 +132,10 @@ def draw_blends(
     labels: torch.Tensor,
     shares: torch.Tensor,
     drawing: Drawing = Drawing(),
-) -> torch.Tensor:
-    """uint8 (N, S, S): character i drawn as labels[i] from the codes of two real samples of that
-    class blended, a writer who is neither: the posterior means of z (and d) of images[i] moved
-    shares[i, j] of the way to those of partners[i, j], decoded by the detail decoder (z's for a
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (N, S, S), and their `class_probabilities`: character i drawn as labels[i] from the
+    codes of two real samples of that class blended, a writer who is neither: the posterior means of
+    z (and d) of images[i] moved shares[i, j] of the way to those of partners[i, j], decoded by the detail decoder (z's for a
     model without a detail code) at `drawing.sharpness`. Of the C candidates j (partners (N, C, S, S),
     shares (N, C)), the one the model's own classifier gives labels[i] the highest probability:
     drops blends that no longer read as their class (ghosted strokes). A function of its inputs
@@ -159,8 +159,10 @@ def draw_blends(
         else model.decode(codes, class_input)
     )
     drawn = logits.mul(drawing.sharpness).sigmoid().mul(255).round().to(torch.uint8).squeeze(1)
-    sure = class_probabilities(model, drawn).gather(1, wanted[:, None]).view(count, candidates)
-    return drawn.view(count, candidates, *drawn.shape[1:])[torch.arange(count, device=device), sure.argmax(dim=1)].cpu()
+    probs = class_probabilities(model, drawn)
+    chosen = probs.gather(1, wanted[:, None]).view(count, candidates).argmax(dim=1)
+    pick = torch.arange(count, device=device) * candidates + chosen
+    return drawn[pick].cpu(), probs[pick].cpu()
 
 
 @torch.no_grad()
