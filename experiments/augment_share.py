@@ -79,18 +79,17 @@ def main() -> None:
         with open(os.path.join(args.dataset, "manifest.json")) as f:
             files = [os.path.join(args.dataset, name) for name in json.load(f)["files"]]
         images, labels, _ = read_rows(files, 1)
-    if args.soft_labels is not None:  # the generated rows' label_probs; the real rows' labels as one-hot targets
+    if args.soft_labels is not None:  # the generated rows' label_probs; the real rows' labels, one-hot
         tables = [pq.read_table(path, columns=["label_probs"]) for path in files]  # read_rows's order
         probs = pa.concat_tables(tables).column(0).combine_chunks().flatten()
         soft = torch.tensor(probs.to_numpy()).view(len(labels), NUM_CLASSES)
         soft = args.soft_labels * soft + (1 - args.soft_labels) * torch.nn.functional.one_hot(labels, NUM_CLASSES)
-        real = (*real, torch.nn.functional.one_hot(real[1], NUM_CLASSES).float())
     jobs = [("real", s, real, test) for s in args.seeds] if args.real else []
     for n in args.per_class:
         keep = spread_per_class(labels, n)
         both = (torch.cat([real[0], images[keep]]), torch.cat([real[1], labels[keep]]))
         if args.soft_labels is not None:
-            both = (*both, torch.cat([real[2], soft[keep]]))
+            both = (*both, torch.cat([torch.nn.functional.one_hot(real[1], NUM_CLASSES).float(), soft[keep]]))
         jobs += [(f"real+{n}", s, both, test) for s in args.seeds]
     started = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(args.processes) as pool:

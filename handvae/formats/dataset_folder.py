@@ -46,7 +46,7 @@ FEATURES = {
     "image": "image",
 }
 CLASS_PROBS = pa.list_(pa.float32(), len(CHARSET))
-"""`label_probs`: a probability for each class 0-35 (null for a line of text)."""
+"""`label_probs`: a probability for each class 0-35 (null for a line of text, or left out by the options)."""
 
 
 def schema_features() -> dict:

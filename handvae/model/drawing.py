@@ -135,8 +135,8 @@ def draw_blends(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 (N, S, S), and their `class_probabilities`: character i drawn as labels[i] from the
     codes of two real samples of that class blended, a writer who is neither: the posterior means of
-    z (and d) of images[i] moved shares[i, j] of the way to those of partners[i, j], decoded by the detail decoder (z's for a
-    model without a detail code) at `drawing.sharpness`. Of the C candidates j (partners (N, C, S, S),
+    z (and d) of images[i] moved shares[i, j] of the way to those of partners[i, j], decoded by the
+    detail decoder (z's for a model without a detail code) at `drawing.sharpness`. Of the C candidates j (partners (N, C, S, S),
     shares (N, C)), the one the model's own classifier gives labels[i] the highest probability:
     drops blends that no longer read as their class (ghosted strokes). A function of its inputs
     alone: no noise (generation: `handvae.generate.choices.blend_draws`).
