@@ -4,6 +4,7 @@ Ray internal that handvae depends on, each with its reason, so that a Ray upgrad
 - environment variables read by Ray's processes (`_QUIET_ENV`) and Ray's private logger names
   (`init_ray`, `quiet_worker`): the console keeps to what a person needs, the jobs' own lines
   (one per epoch from rank 0) instead of progress bars, per-worker duplicates and INFO chatter;
+- the driver's printer of forwarded log lines, for the raylet's disk-full line (`say_disk_full_once`);
 - Ray Train's SIGINT handler, which fit() leaves behind (`keeping_sigint_handler`);
 - Ray Train's checkpoint snapshot file in a run folder (`set_aside_stale_train_snapshot`).
 
@@ -17,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -79,6 +81,61 @@ def init_ray(extra_cpus: int = 0) -> None:
     logger.addFilter(_drop_user_error_traces)
     # Its warning that the progress bars are off, which they are on purpose, once per command.
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    say_disk_full_once()
+
+
+# The raylet's line while the disk under Ray's temporary folder is fuller than its
+# local_fs_capacity_threshold (95%): "<path> is over 95% full, available space: 10.4276 GB; capacity:
+# 251.972 GB. Object creation will fail if spilling is required." (file_system_monitor.cc)
+_DISK_FULL = re.compile(r"(\S+) is over ([\d.]+)% full, available space: ([\d.]+) GB; capacity: ([\d.]+) GB")
+
+
+def say_disk_full_once() -> None:
+    """The raylet logs an ERROR line every 10 s for as long as its disk is over the mark, and Ray
+    prints each in every driver's console: on a CI machine at 96% (10.4 GB free of 252 GB) a command
+    that never spills showed a dozen of them around its one `error:` line. This wraps the driver's
+    printer of forwarded lines (Ray's dispatcher handler "ray_print_logs", which ray.init adds and
+    ray.shutdown removes by that name) so that the notice is said once per node, as a warning that
+    says what it means and what to do; every other line passes as it was."""
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    for name, handler in list(dispatcher.handlers):
+        if name == "ray_print_logs" and not isinstance(handler, _DiskFullOnce):
+            dispatcher.remove_handler(name)
+            dispatcher.add_handler(name, _DiskFullOnce(handler))
+
+
+class _DiskFullOnce:
+    """A printer of Ray's forwarded log batches ({"ip", "pid", "lines", ...}) that turns the raylet's
+    disk-full lines into one warning per node and hands the rest to Ray's own printer."""
+
+    def __init__(self, print_batch: Callable[[dict], None]):
+        self.print_batch = print_batch
+        self.warned_nodes: set[str] = set()
+
+    def __call__(self, batch: dict) -> None:
+        if batch.get("pid") == "raylet":
+            notices = [match for line in batch["lines"] if (match := _DISK_FULL.search(line))]
+            if notices:
+                self._warn(batch.get("ip", ""), notices[0])
+                batch = {**batch, "lines": [line for line in batch["lines"] if not _DISK_FULL.search(line)]}
+                if not batch["lines"]:
+                    return
+        self.print_batch(batch)
+
+    def _warn(self, node: str, notice: re.Match) -> None:
+        if node in self.warned_nodes:
+            return
+        self.warned_nodes.add(node)
+        path, mark, free_gb, capacity_gb = notice.groups()
+        print(
+            f"warning: Ray's temporary folder {path} (node {node}) is on a disk over {float(mark):g}% full "
+            f"({float(free_gb):.1f} GB free of {float(capacity_gb):.0f} GB): past that mark Ray spills no "
+            "objects to disk, so a job whose data outgrow the object store in memory fails. Free some space, or "
+            "give Ray a temporary folder on a larger disk (RAY_TMPDIR here, `ray start --temp-dir` on a cluster)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def wait_for_free_cpus(timeout_s: float = 10.0) -> None:
