@@ -132,7 +132,8 @@ class _DiskFullOnce:
             f"warning: Ray's temporary folder {path} (node {node}) is on a disk over {float(mark):g}% full "
             f"({float(free_gb):.1f} GB free of {float(capacity_gb):.0f} GB): past that mark Ray spills no "
             "objects to disk, so a job whose data outgrow the object store in memory fails. Free some space, or "
-            "give Ray a temporary folder on a larger disk (RAY_TMPDIR here, `ray start --temp-dir` on a cluster)",
+            "give Ray a temporary folder on a larger disk (RAY_TMPDIR for an embedded Ray, `ray start --temp-dir` "
+            "on a cluster)",
             file=sys.stderr,
             flush=True,
         )

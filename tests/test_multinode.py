@@ -78,7 +78,13 @@ class Cluster:
     def __init__(self, home: Path):
         self.token = secrets.token_hex(32)
         self.gcs, self.dashboard = free_ports(2)
-        self.node_env = ray_node_env(home, self.token)
+        # The GCS declares a lost node dead after `failure_threshold` health checks in a row have failed,
+        # `period_ms` apart (Ray's defaults: 5 x 3 s); a killed node refuses them at once, so 3 x 1 s finds
+        # it sooner, and a busy one still has each check's 10 s timeout to answer.
+        self.node_env = ray_node_env(home, self.token) | {
+            "RAY_health_check_period_ms": "1000",
+            "RAY_health_check_failure_threshold": "3",
+        }
         self.client_env = self.node_env | {"RAY_ADDRESS": f"http://127.0.0.1:{self.dashboard}"}
         self.nodes: dict[str, tuple[subprocess.Popen, str]] = {}  # name -> (its `ray start`, its temp folder)
         self.log_dir = home
@@ -351,9 +357,11 @@ def data_files(out: str) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def generated(cluster, inputs, trained):
+def generated(cluster, inputs, trained, tmp_path_factory):
     """A generation job stopped with `ray job stop` mid-run, then the same command again into the
-    same --out, undisturbed."""
+    same --out, undisturbed; that one's actor pool waits for both of its actors before drawing
+    (Ray Data starts with the first ready one: with 2,560 characters the job could end before the
+    second is placed)."""
     out = f"{inputs['bucket']}/multinode/generated"
     cluster.submit("generate-stopped", "jobs/generate.py", *generate_args(inputs, out))
     # Stopped once it has claimed --out (its run's prefix is marked there; Ray and the actors start next).
@@ -372,7 +380,10 @@ def generated(cluster, inputs, trained):
     assert stop.returncode == 0, stop.stdout + stop.stderr
     assert cluster.wait("generate-stopped") == "STOPPED"
     after_stop = storage.list_tree(out)[0]
-    logs = cluster.run("generate", "jobs/generate.py", *generate_args(inputs, out))
+    both_actors = runtime_env_with(
+        tmp_path_factory.mktemp("generate"), {"RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "300"}
+    )
+    logs = cluster.run("generate", "jobs/generate.py", *generate_args(inputs, out), runtime_env=both_actors)
     return {"out": out, "after_stop": after_stop, "stopped_logs": cluster.logs("generate-stopped"), "logs": logs}
 
 

@@ -32,7 +32,7 @@ def test_the_disk_full_notice_is_one_warning_per_node_and_other_lines_pass(capsy
         "warning: Ray's temporary folder /tmp/ray/session_2026-12-04_15-09-57_012986_27874 (node 10.0.0.1) is on "
         "a disk over 95% full (10.4 GB free of 252 GB): past that mark Ray spills no objects to disk, so a job "
         "whose data outgrow the object store in memory fails. Free some space, or give Ray a temporary folder on "
-        "a larger disk (RAY_TMPDIR here, `ray start --temp-dir` on a cluster)",
+        "a larger disk (RAY_TMPDIR for an embedded Ray, `ray start --temp-dir` on a cluster)",
         warnings[0].replace("10.0.0.1", "10.0.0.2"),
     ]
 
