@@ -15,6 +15,8 @@ In this one run:
   (styles_per_batch x 36 images), the classifier over the drawn images (the `label_probs` column),
   then the same PNG encoder, in this process with one model thread (one actor's). Its rate is the
   best of 3 passes over up to 200,000 images. Target: job (1 actor) / plain >= 0.9.
+- the model actor's class (`Drawer`) called in this process, without Ray, on the same batches: the
+  job / plain ratio split into what the actor adds per batch and what running as a Ray job costs.
 - the job with 1 actor again, `--no-label-probs`: what the `label_probs` column costs.
 - reading the first file back: decoding its `pixels` column with numpy against decoding its PNGs
   with PIL, and the two columns' compressed sizes in the file.
@@ -39,10 +41,13 @@ from handvae.data.images import encode_pngs
 from handvae.data.sources import DataSources
 from handvae.formats.model_file import save_model
 from handvae.generate.driver import GenerateOptions, run_generation
+from handvae.generate.worker import Drawer
+from handvae.inference import load_checked_model
 from handvae.labels import NUM_CLASSES
-from handvae.model.drawing import class_probabilities
+from handvae.model.drawing import Drawing, class_probabilities
 from handvae.model.vae import VAE
 from handvae.runtime import init_ray
+from handvae.train.config import resolve_config
 
 
 class CpuMeter:
@@ -118,6 +123,7 @@ def plain_per_second(model: VAE, images: int, batch: int, repeats: int = 3) -> f
     probabilities of the drawn images (`label_probs`), PNG encode."""
     images = min(images, 200_000)
     torch.set_num_threads(1)
+    model.eval()
     z = torch.randn(batch, model.config.num_latent)
     one_hot = torch.nn.functional.one_hot(torch.arange(batch) % NUM_CLASSES, NUM_CLASSES).float()
     rates = []
@@ -129,6 +135,30 @@ def plain_per_second(model: VAE, images: int, batch: int, repeats: int = 3) -> f
                 class_probabilities(model, pixels).numpy()
                 encode_pngs(pixels.numpy())
             rates.append(-(-images // batch) * batch / (time.perf_counter() - started))
+    return max(rates)
+
+
+def actor_per_second(model_path: str, options: GenerateOptions, images: int, repeats: int = 3) -> float:
+    """The model actor's own work per character, its class called in this process with no Ray in
+    between (encode the styles, draw, `label_probs`, build the rows' table), one thread, on random
+    style images (speed does not depend on them). Against the plain loop: what the actor adds per
+    batch; the job against this: what running it as a Ray job costs on these cores."""
+    _, metadata = load_checked_model(model_path)
+    drawer = Drawer(model_path, False, options, Drawing.from_metadata(metadata))
+    torch.set_num_threads(1)
+    count = options.styles_per_batch
+    batch = {
+        "style_id": np.arange(count, dtype=np.int64),
+        "source": np.full(count, "mnist"),
+        "row": np.arange(count, dtype=np.int64),
+        "image": np.random.default_rng(0).integers(0, 256, (count, 28, 28), dtype=np.uint8),
+    }
+    calls = max(1, min(images, 200_000) // (count * options.per_style))
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        rows = sum(drawer(batch).num_rows for _ in range(calls))
+        rates.append(rows / (time.perf_counter() - started))
     return max(rates)
 
 
@@ -164,7 +194,9 @@ def decode_costs(path: str) -> dict:
 
 def main(
     model_path: str | None = typer.Option(
-        None, "--model", help="A model file (default: an untrained model; speed does not depend on weights)."
+        None,
+        "--model",
+        help="A model file (default: an untrained model of the default recipe's shape; speed does not depend on weights).",
     ),
     letters_csv: str | None = None,
     mnist_dir: str | None = None,
@@ -179,7 +211,7 @@ def main(
         if model_path is None:
             torch.manual_seed(0)
             model_path = f"{tmp}/model.pt"
-            save_model(model_path, VAE())
+            save_model(model_path, VAE(resolve_config().model))
         init_ray(extra_cpus=max(workers))
         for count in workers:
             job = run_job(
@@ -200,15 +232,23 @@ def main(
             split=split, pairing="every-style", num_styles=num_styles, num_workers=workers[0], label_probs=False
         )
         figures["without_label_probs"] = run_job(model_path, sources, f"{tmp}/out-bare", bare)
-    first = figures["jobs"][workers[0]]
-    batch = GenerateOptions().styles_per_batch * NUM_CLASSES
-    figures["plain_per_second"] = plain_per_second(VAE().eval(), first["rows"], batch)
+        first = figures["jobs"][workers[0]]
+        batch = GenerateOptions().styles_per_batch * NUM_CLASSES
+        model, _ = load_checked_model(model_path)  # the job's own model: the same work
+        figures["plain_per_second"] = plain_per_second(model, first["rows"], batch)
+        one_actor = GenerateOptions(split=split, pairing="every-style", num_workers=workers[0])
+        figures["actor_per_second"] = actor_per_second(model_path, one_actor, first["rows"])
     figures["ratio"] = first["per_second"] / figures["plain_per_second"]
     print(
         f"plain decode + classifier + PNG encode, 1 thread, in-memory latents: {figures['plain_per_second']:,.0f} chars/s"
     )
     print(
         f"ratio job ({workers[0]} actor) / plain: {figures['ratio']:.2f} (target >= 0.90: {'MET' if figures['ratio'] >= 0.9 else 'MISSED'})"
+    )
+    actor = figures["actor_per_second"]
+    print(
+        f"the model actor's work called in this process (no Ray): {actor:,.0f} chars/s, {actor / figures['plain_per_second']:.2f}x "
+        f"of plain; the job {first['per_second'] / actor:.2f}x of that"
     )
     if len(workers) > 1:
         rates = [figures["jobs"][count]["per_second"] for count in workers]

@@ -43,7 +43,8 @@ class ModelActor:
     """Base of the map_batches classes: builds the model once per actor, on its GPU if it has one."""
 
     def __init__(self, model_path: str, use_gpu: bool):
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+        context = ray.get_runtime_context()  # outside an actor (called in-process by a benchmark): one thread
+        cpus = context.get_assigned_resources().get("CPU", 1) if context.get_actor_id() else 1
         torch.set_num_threads(max(1, int(cpus)))
         self.device = torch.device("cuda" if use_gpu else "cpu")
         self.model, _ = load_checked_model(model_path)
