@@ -123,7 +123,6 @@ def plain_per_second(model: VAE, images: int, batch: int, repeats: int = 3) -> f
     probabilities of the drawn images (`label_probs`), PNG encode."""
     images = min(images, 200_000)
     torch.set_num_threads(1)
-    model.eval()
     z = torch.randn(batch, model.config.num_latent)
     one_hot = torch.nn.functional.one_hot(torch.arange(batch) % NUM_CLASSES, NUM_CLASSES).float()
     rates = []
@@ -138,14 +137,15 @@ def plain_per_second(model: VAE, images: int, batch: int, repeats: int = 3) -> f
     return max(rates)
 
 
-def actor_per_second(model_path: str, options: GenerateOptions, images: int, repeats: int = 3) -> float:
+def actor_per_second(
+    model_path: str, options: GenerateOptions, drawing: Drawing, images: int, repeats: int = 3
+) -> float:
     """The model actor's own work per character, its class called in this process with no Ray in
-    between (encode the styles, draw, `label_probs`, build the rows' table), one thread, on random
-    style images (speed does not depend on them). Against the plain loop: what the actor adds per
-    batch; the job against this: what running it as a Ray job costs on these cores."""
-    _, metadata = load_checked_model(model_path)
-    drawer = Drawer(model_path, False, options, Drawing.from_metadata(metadata))
-    torch.set_num_threads(1)
+    between (encode the styles, draw, `label_probs`, build the rows' table), one thread (an actor's
+    outside Ray), on random style images (speed does not depend on them). Against the plain loop:
+    what the actor adds per batch; the job against this: what running it as a Ray job costs on these
+    cores."""
+    drawer = Drawer(model_path, False, options, drawing)
     count = options.styles_per_batch
     batch = {
         "style_id": np.arange(count, dtype=np.int64),
@@ -234,10 +234,11 @@ def main(
         figures["without_label_probs"] = run_job(model_path, sources, f"{tmp}/out-bare", bare)
         first = figures["jobs"][workers[0]]
         batch = GenerateOptions().styles_per_batch * NUM_CLASSES
-        model, _ = load_checked_model(model_path)  # the job's own model: the same work
+        model, metadata = load_checked_model(model_path)  # the job's own model: the same work
         figures["plain_per_second"] = plain_per_second(model, first["rows"], batch)
         one_actor = GenerateOptions(split=split, pairing="every-style", num_workers=workers[0])
-        figures["actor_per_second"] = actor_per_second(model_path, one_actor, first["rows"])
+        drawing = Drawing.from_metadata(metadata)
+        figures["actor_per_second"] = actor_per_second(model_path, one_actor, drawing, first["rows"])
     figures["ratio"] = first["per_second"] / figures["plain_per_second"]
     print(
         f"plain decode + classifier + PNG encode, 1 thread, in-memory latents: {figures['plain_per_second']:,.0f} chars/s"

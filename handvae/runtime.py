@@ -115,10 +115,11 @@ class _DiskFullOnce:
 
     def __call__(self, batch: dict) -> None:
         if batch.get("pid") == "raylet":
-            notices = [match for line in batch["lines"] if (match := _DISK_FULL.search(line))]
-            if notices:
-                self._warn(batch.get("ip", ""), notices[0])
-                batch = {**batch, "lines": [line for line in batch["lines"] if not _DISK_FULL.search(line)]}
+            matches = [(line, _DISK_FULL.search(line)) for line in batch["lines"]]
+            notice = next((match for _, match in matches if match), None)
+            if notice:
+                self._warn(batch.get("ip", ""), notice)
+                batch = {**batch, "lines": [line for line, match in matches if not match]}
                 if not batch["lines"]:
                     return
         self.print_batch(batch)
